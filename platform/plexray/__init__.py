@@ -1,0 +1,1 @@
+"""plexray: PersonaPlex fine-tuning and serving on Ray."""

@@ -1,0 +1,1 @@
+"""Audio helpers shared by data generation, demo checkpoints and serving."""

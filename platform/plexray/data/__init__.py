@@ -1,0 +1,1 @@
+"""Data generation: personas -> dialogues -> speech -> Mimi codes -> training shards (Ray Data)."""

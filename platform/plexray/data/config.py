@@ -1,0 +1,107 @@
+"""The `data` config section: what to generate, how it sounds, how it is encoded and where it goes."""
+
+from __future__ import annotations
+
+import typing as tp
+
+import pydantic
+
+from plexray.config import StrictModel
+
+AlignmentName = tp.Literal["word", "onset", "uniform"]
+PromptDetail = tp.Literal["brief", "standard", "detailed"]
+
+
+class LibraryConfig(StrictModel):
+    """Which persona and scenario files to read, and which entries of them to use."""
+
+    persona_files: list[str] = pydantic.Field(
+        default_factory=list, description="YAML persona files; empty: the built-in coffee-shop library")
+    scenario_files: list[str] = pydantic.Field(
+        default_factory=list, description="YAML scenario files; empty: the built-in coffee-shop library")
+    personas: list[str] = pydantic.Field(default_factory=list, description="persona ids to use; empty: all")
+    scenarios: list[str] = pydantic.Field(default_factory=list, description="scenario ids to use; empty: all")
+
+
+class LLMConfig(StrictModel):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, gpt-oss-120b, ...)."""
+
+    base_url: str | None = pydantic.Field(
+        None, description="e.g. http://host:8000/v1; default: $PLEXRAY_LLM_BASE_URL")
+    api_key_env: str = pydantic.Field("PLEXRAY_LLM_API_KEY", description="environment variable holding the key")
+    model: str = "gpt-oss-120b"
+    temperature: float = pydantic.Field(0.8, ge=0.0, le=2.0)
+    max_tokens: int = pydantic.Field(2048, ge=16)
+    timeout_s: float = pydantic.Field(120.0, gt=0)
+    max_retries: int = pydantic.Field(4, ge=0)
+    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
+    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
+
+
+class DialogueConfig(StrictModel):
+    backend: tp.Literal["embedded", "llm"] = pydantic.Field(
+        "embedded", description="embedded: seeded offline generator; llm: chat-completions endpoint")
+    llm: LLMConfig = LLMConfig()
+    min_turns: int = pydantic.Field(6, ge=2, description="validation: fewest turns a dialogue may have")
+    max_turns: int = pydantic.Field(25, ge=2, description="validation: most turns a dialogue may have")
+    first_speaker: tp.Literal["agent", "user"] = "agent"
+
+    @pydantic.model_validator(mode="after")
+    def _bounds(self) -> "DialogueConfig":
+        if self.min_turns > self.max_turns:
+            raise ValueError(f"min_turns ({self.min_turns}) is above max_turns ({self.max_turns})")
+        return self
+
+
+class SpeechConfig(StrictModel):
+    """Speech synthesis and the full-duplex timing of the two channels."""
+
+    tts: tp.Literal["espeak"] = "espeak"
+    overlap_probability: float = pydantic.Field(
+        0.15, ge=0, le=1, description="a reply starts before the other speaker has finished")
+    barge_in_probability: float = pydantic.Field(
+        0.1, ge=0, le=1, description="the user cuts the agent off mid-turn; the agent stops")
+    backchannel_probability: float = pydantic.Field(
+        0.3, ge=0, le=1, description="the listener says 'mm-hm' during a long turn")
+    loudness_db: float = pydantic.Field(-24.0, le=0, description="RMS level of each channel's speech")
+    max_duration_s: float = pydantic.Field(
+        120.0, gt=0, description="conversations are cut here (the prompt phase not counted)")
+    voice_sample_text: str = "Hello, this is my voice. I speak like this in every conversation."
+
+
+class EncodeConfig(StrictModel):
+    """Mimi encoding in Ray Data actors."""
+
+    num_actors: int = pydantic.Field(1, ge=1)
+    num_cpus_per_actor: float = pydantic.Field(1.0, gt=0)
+    num_gpus_per_actor: float = pydantic.Field(0.0, ge=0, description="e.g. 0.25 to pack 4 actors per GPU")
+    torch_threads: int = pydantic.Field(1, ge=1, description="intra-op threads per actor")
+    batch_size: int = pydantic.Field(4, ge=1, description="conversations per Mimi batch")
+    device: str = pydantic.Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+    @pydantic.model_validator(mode="after")
+    def _gpu_needs_cuda(self) -> "EncodeConfig":
+        if self.num_gpus_per_actor > 0 and self.device == "cpu":
+            raise ValueError("num_gpus_per_actor > 0 reserves a GPU that device 'cpu' would leave idle; "
+                             "set device: cuda")
+        return self
+
+
+class DataConfig(StrictModel):
+    output_dir: str = "artifacts/data"
+    seed: int = 1234
+    conversations_per_pair: int = pydantic.Field(
+        1, ge=1, description="conversations per (persona, scenario) pair")
+    max_conversations: int | None = pydantic.Field(
+        None, ge=1, description="cap on the plan (taken in a stable, shuffled order)")
+    prompt_detail: PromptDetail | tp.Literal["mixed"] = pydantic.Field(
+        "mixed", description="system prompt level of detail; mixed: drawn per conversation")
+    alignment: AlignmentName = "word"
+    include_voice_prompt: bool = pydantic.Field(
+        True, description="prefix each conversation with the agent's voice prompt (SPEC section 3)")
+    rows_per_shard: int = pydantic.Field(64, ge=1)
+    max_attempts: int = pydantic.Field(2, ge=1, description="tries per conversation before quarantine")
+    library: LibraryConfig = LibraryConfig()
+    dialogue: DialogueConfig = DialogueConfig()
+    speech: SpeechConfig = SpeechConfig()
+    encode: EncodeConfig = EncodeConfig()

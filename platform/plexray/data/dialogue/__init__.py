@@ -1,0 +1,1 @@
+"""Dialogue scripts: one interface, an embedded offline generator and an LLM backend, plus validation."""

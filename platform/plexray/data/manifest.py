@@ -1,0 +1,80 @@
+"""manifest.json: what the dataset holds, and proof that planned = written + rejected."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import importlib.metadata
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from plexray.data.dialogue.validate import per_persona_problems, reason_tag
+from plexray.data.plan import PlanItem
+from plexray.data.rejects import read_rejects
+from plexray.data.shards import shard_files, written_ids
+from plexray.data.stats import read_index, write_report
+
+PACKAGES = ("plexray", "ray", "torch", "moshi", "numpy", "pyarrow", "sentencepiece", "pydantic")
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    try:
+        found["espeak-ng"] = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True,
+                                            check=False).stdout.strip()
+    except OSError:
+        found["espeak-ng"] = "not installed"
+    return found
+
+
+def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: dict) -> dict:
+    """Reconcile the plan with the shards and rejects on disk, then write manifest.json and the stats."""
+    written = written_ids(output_dir)
+    rejects = read_rejects(output_dir)
+    planned_ids = {item.id for item in plan}
+    written_planned = planned_ids & set(written)
+    rejected_planned = {item_id for item_id in planned_ids & set(rejects) if item_id not in written}
+    missing = sorted(planned_ids - written_planned - rejected_planned)
+    table = read_index(output_dir)
+    stats = write_report(output_dir, table)
+    per_persona = collections.Counter(table.column("persona_id").to_pylist())
+    per_scenario = collections.Counter(table.column("scenario_id").to_pylist())
+    planned_per_persona = collections.Counter(item.persona_id for item in plan)
+    manifest = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "status": "complete" if not missing else "incomplete",
+        "planned": len(planned_ids),
+        "written": len(written_planned),
+        "rejected": len(rejected_planned),
+        "missing": missing,
+        "reconciled": len(planned_ids) == len(written_planned) + len(rejected_planned),
+        "rows_outside_plan": len(set(written) - planned_ids),
+        "run": run,
+        "per_persona": dict(sorted(per_persona.items())),
+        "per_scenario": dict(sorted(per_scenario.items())),
+        "under_planned_personas": per_persona_problems(
+            {p: per_persona.get(p, 0) for p in planned_per_persona}, min(planned_per_persona.values(), default=0)),
+        "hours_of_audio": stats["hours_of_conversation"],
+        "rejects_by_reason": dict(collections.Counter(reason_tag(rejects[i]["reason"]) for i in rejected_planned)),
+        "rejects_by_stage": dict(collections.Counter(rejects[i]["stage"] for i in rejected_planned)),
+        "alignment": settings["data"]["alignment"],
+        "seed": settings["data"]["seed"],
+        "shards": [path.name for path in shard_files(output_dir)],
+        "stats": stats,
+        "config": settings,
+        "versions": versions(),
+    }
+    with (output_dir / "rejects.jsonl").open("w") as table_file:  # the rejects table, one record per id
+        for item_id in sorted(rejected_planned):
+            table_file.write(json.dumps(rejects[item_id]) + "\n")
+    temporary = output_dir / ".manifest.json.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2))
+    os.replace(temporary, output_dir / "manifest.json")
+    return manifest

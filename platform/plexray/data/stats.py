@@ -1,0 +1,81 @@
+"""The dataset's statistics report: numbers in stats.json, and histograms a person can look at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plexray.data.shards import shard_files
+from plexray.model.prompt import FRAME_RATE
+
+STATS_COLUMNS = ["id", "persona_id", "scenario_id", "num_frames", "prompt_end", "transcript"]
+
+
+def read_index(output_dir: Path) -> pa.Table:
+    """The small columns of every shard (no codes), one row per distinct id."""
+    tables = [pq.read_table(path, columns=STATS_COLUMNS) for path in shard_files(output_dir)]
+    if not tables:
+        return pa.table({name: [] for name in STATS_COLUMNS})
+    table = pa.concat_tables(tables)
+    _, first = np.unique(np.asarray(table.column("id").to_pylist(), dtype=object), return_index=True)
+    return table.take(pa.array(sorted(first)))
+
+
+def _summary(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    array = np.asarray(values, dtype=np.float64)
+    return {"count": int(array.size), "mean": float(array.mean()), "min": float(array.min()),
+            "p50": float(np.median(array)), "max": float(array.max())}
+
+
+def conversation_stats(table: pa.Table) -> dict:
+    conversation_s, turns, gaps, overlaps, backchannels, barge_ins = [], [], [], 0, 0, 0
+    for frames, prompt_end, transcript in zip(table.column("num_frames").to_pylist(),
+                                              table.column("prompt_end").to_pylist(),
+                                              table.column("transcript").to_pylist()):
+        conversation_s.append((frames - prompt_end) / FRAME_RATE)
+        entries = json.loads(transcript)
+        main = [t for t in entries if t.get("kind", "turn") == "turn"]
+        turns.append(len(main))
+        backchannels += len(entries) - len(main)
+        barge_ins += sum(bool(t.get("interrupted")) for t in main)
+        for previous, current in zip(main, main[1:]):
+            gap = current["start_s"] - previous["end_s"]
+            gaps.append(gap)
+            overlaps += gap < 0
+    return {"conversation_seconds": _summary(conversation_s), "turns": _summary(turns), "gaps_s": _summary(gaps),
+            "overlaps": overlaps, "barge_ins": barge_ins, "backchannels": backchannels,
+            "hours_of_conversation": float(sum(conversation_s) / 3600),
+            "_raw": {"durations": conversation_s, "turns": turns, "gaps": gaps}}
+
+
+def write_report(output_dir: Path, table: pa.Table) -> dict:
+    """stats/stats.json and stats/{durations,turns,gaps}.png; returns the stats without raw values."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    stats = conversation_stats(table)
+    raw = stats.pop("_raw")
+    folder = output_dir / "stats"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
+    plots = {"durations": ("conversation length (s)", raw["durations"]),
+             "turns": ("turns per conversation", raw["turns"]),
+             "gaps": ("gap between turns (s, negative = overlap)", raw["gaps"])}
+    for name, (label, values) in plots.items():
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.hist(values, bins=min(30, max(5, len(values))), color="#4a7ab7")
+        axis.set_xlabel(label)
+        axis.set_ylabel("count")
+        axis.set_title(f"{name} (n={len(values)})")
+        figure.tight_layout()
+        figure.savefig(folder / f"{name}.png", dpi=90)
+        plt.close(figure)
+    return stats

@@ -1,0 +1,209 @@
+"""`plexray demo`: the platform's main job, end to end, on its embedded defaults.
+
+One command walks the whole product on a laptop-sized machine:
+
+    1. a local Ray cluster with the dashboard        5. evaluation of base vs fine-tuned, then merge
+    2. the demo checkpoint (built once)              6. Ray Serve with the merged model
+    3. a persona dataset with Ray Data               7. a scripted conversation over the WebSocket
+    4. LoRA fine-tuning with Ray Train (2 workers)      protocol, the user spoken by espeak-ng
+
+Each step reuses what an earlier run already built in the work directory (the dataset resumes by
+conversation id, a finished training run and a merged checkpoint are kept), and the command ends
+with a summary JSON: where every artifact is, loss before and after, serving latency, dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import sphn
+
+from plexray.cli import add_config_arguments, load_platform_config
+
+DEFAULT_WORKDIR = Path("artifacts/demo")
+# The user's side of the scripted conversation, one line per turn, spoken by espeak-ng.
+USER_LINES = [
+    "Hi there! Could I get a large oat milk latte, please?",
+    "Actually, can you make it extra hot? And how much is that?",
+]
+LISTEN_AFTER_LINE_S = 1.5  # the user stays silent this long after each line, so the agent can answer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the platform end to end: data, training, serving, a conversation")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where every artifact goes")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="keep the cluster and the Serve app running at the end (Ctrl-C stops)")
+    add_config_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_platform_config(args)
+    summary = run_demo(config, args.workdir, keep_serving=args.keep_serving)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
+    """Run every step; returns the summary (also written to <workdir>/summary.json)."""
+    import ray
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    summary: dict = {"workdir": str(workdir)}
+    step = _Steps(total=7)
+
+    step("Ray cluster")
+    if not ray.is_initialized():
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=4)
+        summary["dashboard"] = f"http://{context.dashboard_url}" if context.dashboard_url else None
+    print(f"      dashboard: {summary.get('dashboard') or 'not started (using an existing cluster)'}")
+
+    step("demo checkpoint")
+    if config.model.checkpoint == "demo":
+        from plexray.model import ensure_demo_checkpoint
+
+        config.model.checkpoint = str(ensure_demo_checkpoint(workdir / "checkpoint"))
+    summary["base_checkpoint"] = config.model.checkpoint
+    print(f"      {config.model.checkpoint}")
+
+    step("persona dataset (Ray Data)")
+    from plexray.data.pipeline import generate
+
+    config.data.output_dir = str(workdir / "data")
+    manifest = generate(config)
+    summary["dataset"] = {"dir": config.data.output_dir, "written": manifest.get("written"),
+                          "rejected": manifest.get("rejected"), "hours": manifest.get("hours_of_audio")}
+
+    step("LoRA fine-tuning (Ray Train)")
+    from plexray.train.run import SUMMARY_FILE, run_training
+
+    config.train.dataset = config.data.output_dir
+    config.train.output_dir = str(workdir / "train")
+    run_summary_file = Path(config.train.output_dir) / config.train.run_name / SUMMARY_FILE
+    training = (json.loads(run_summary_file.read_text()) if run_summary_file.is_file()
+                else run_training(config))
+    adapter = Path(training["best_checkpoint"] or training["latest_checkpoint"])
+    summary["training"] = {k: training.get(k) for k in
+                           ("run_dir", "steps", "num_workers", "trainable_parameters", "loss_curve",
+                            "frames_per_s_per_worker", "wall_seconds")} | {"adapter": str(adapter)}
+
+    step("evaluate and merge")
+    from plexray.train.evaluate import evaluate_checkpoint
+    from plexray.train.merge import merge_checkpoint
+
+    before = evaluate_checkpoint(config, None, config.train.dataset, "validation")
+    after = evaluate_checkpoint(config, adapter, config.train.dataset, "validation")
+    summary["validation_loss"] = {"before": before.get("loss"), "after": after.get("loss")}
+    merged = workdir / "merged"
+    if not (merged / "config.json").is_file():
+        merge_checkpoint(config.model, adapter, merged)
+    summary["merged_checkpoint"] = str(merged)
+    print(f"      validation loss {before.get('loss'):.3f} -> {after.get('loss'):.3f}; merged -> {merged}")
+
+    step("Ray Serve with the fine-tuned model")
+    base_url = _deploy(config, merged)
+    summary["endpoints"] = {"binary": f"ws://{base_url}/api/chat", "json": f"ws://{base_url}/ws/voice/{{persona}}",
+                            "status": f"http://{base_url}/voice/status", "talk_page": f"http://{base_url}/voice/talk"}
+    print(f"      {summary['endpoints']['binary']}  (talk page: {summary['endpoints']['talk_page']})")
+
+    step("scripted conversation over the WebSocket protocol")
+    conversation = asyncio.run(_converse(f"ws://{base_url}/api/chat", workdir))
+    summary["conversation"] = conversation
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if keep_serving:
+        print(f"serving at {base_url}; Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    from ray import serve
+
+    serve.delete(config.serve.app_name)
+    serve.delete(f"{config.serve.app_name}-ops")
+    return summary
+
+
+class _Steps:
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+
+    def __call__(self, title: str) -> None:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {title} (t={time.perf_counter() - self.started:.0f} s)", flush=True)
+
+
+def _deploy(config, merged: Path) -> str:
+    """Start Serve on a free loopback port (or reuse the running proxy) with both applications."""
+    from ray import serve
+
+    from plexray.serve.app.deployments import ops_application, sessions_application
+
+    config.model.checkpoint = str(merged)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    name = config.serve.app_name
+    serve.run(sessions_application(config), name=name, route_prefix="/")
+    serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
+    return f"127.0.0.1:{port}"
+
+
+async def _converse(url: str, workdir: Path) -> dict:
+    """Speak each user line in real time (80 ms Opus frames), listen, and record what the agent says."""
+    from plexray.audio.espeak import EspeakVoice, synthesize
+    from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
+    from plexray.serve.app.clients import ChatClient
+
+    frame_s = FRAME_SAMPLES / SAMPLE_RATE
+    silence = np.zeros(int(LISTEN_AFTER_LINE_S * SAMPLE_RATE), np.float32)
+    user_audio = np.concatenate([np.concatenate([synthesize(line, EspeakVoice(variant="m3")), silence])
+                                 for line in USER_LINES])
+    frames = [user_audio[i:i + FRAME_SAMPLES] for i in range(0, len(user_audio), FRAME_SAMPLES)]
+    reply_audio, reply_text, first_audio_s = [], [], None
+    connect_started = time.perf_counter()
+    async with ChatClient.connect(url) as chat:
+        await chat.handshake()
+        handshake_s = time.perf_counter() - connect_started
+        talk_started = time.perf_counter()
+
+        async def speak():
+            for index, frame in enumerate(frames):  # real time: frame i leaves at i x 80 ms
+                await asyncio.sleep(max(0.0, talk_started + index * frame_s - time.perf_counter()))
+                await chat.send_pcm(frame)
+
+        speaker = asyncio.create_task(speak())
+        received_s = 0.0
+        while received_s < len(user_audio) / SAMPLE_RATE:
+            kind, payload = await asyncio.wait_for(chat.next_event(), timeout=30)
+            if kind == "audio" and len(payload):
+                first_audio_s = first_audio_s or time.perf_counter() - talk_started
+                reply_audio.append(payload)
+                received_s += len(payload) / SAMPLE_RATE
+            elif kind == "text":
+                reply_text.append(payload)
+                print(payload, end="", flush=True)
+            elif kind == "error":
+                raise RuntimeError(f"server error during the demo conversation: {payload}")
+        await speaker
+    print()
+    reply = np.concatenate(reply_audio) if reply_audio else np.zeros(0, np.float32)
+    reply_wav, user_wav, transcript = workdir / "reply.wav", workdir / "user.wav", workdir / "transcript.json"
+    sphn.write_wav(str(reply_wav), reply, SAMPLE_RATE)
+    sphn.write_wav(str(user_wav), user_audio, SAMPLE_RATE)
+    transcript.write_text(json.dumps({"user": USER_LINES, "agent_text": "".join(reply_text)}, indent=2))
+    return {"reply_wav": str(reply_wav), "user_wav": str(user_wav), "transcript": str(transcript),
+            "user_seconds": round(len(user_audio) / SAMPLE_RATE, 2), "reply_seconds": round(len(reply) / SAMPLE_RATE, 2),
+            "handshake_s": round(handshake_s, 3), "first_audio_s": round(first_audio_s or -1, 3),
+            "agent_text": "".join(reply_text)}

@@ -1,0 +1,191 @@
+"""The built-in demo checkpoint: randomly initialised, real architecture, real file layout.
+
+It exists so that every part of plexray (data, training, serving, the demo) runs for real on a
+laptop without downloading 16 GB of weights. Its speech is noise and its text is gibberish: it
+is for exercising the platform, never for judging quality. The files have the names and tensor
+key layout of `nvidia/personaplex-7b-v1`, so it loads through the same code as the real model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import sentencepiece
+import sphn
+import torch
+
+from plexray.audio.espeak import EspeakVoice, synthesize
+from plexray.model import architectures, layout, reference
+from plexray.model.loader import build_lm
+from plexray.model.prompt import SAMPLE_RATE, PromptCodes, build_prompt_frames, derive_prompt_codes
+from plexray.model.voices import normalize_loudness
+from moshi.models import loaders
+
+CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tokenizer_corpus.txt"
+DEMO_TEXT_VOCAB = 512
+DEMO_SEED = 1234
+# A few of the real voice names, each a distinct espeak-ng voice.
+DEMO_VOICES = {
+    "NATF0": EspeakVoice(variant="f3", pitch=62, speed=160),
+    "NATM0": EspeakVoice(variant="m3", pitch=40, speed=160),
+    "VARF0": EspeakVoice(variant="f5", pitch=70, speed=175),
+    "VARM0": EspeakVoice(variant="m7", pitch=30, speed=150),
+}
+VOICE_SAMPLE_TEXT = "Hello, thanks for calling. I'm happy to help you with anything you need today."
+README = """# plexray demo checkpoint ({family})
+
+Randomly initialised, with the real PersonaPlex/Moshi architecture at toy sizes and the exact
+file names and tensor key layout of the real Hugging Face repo. It exists so that data
+generation, training, serving and the tests run for real on a CPU. Its audio is noise and its
+text is meaningless: never use it to judge quality. Built by `plexray model init-demo`.
+"""
+
+
+def train_tokenizer(output_model: Path, vocab_size: int = DEMO_TEXT_VOCAB) -> None:
+    """SentencePiece on the shipped corpus, with Moshi's special ids: 0 end-of-padding, 3 padding."""
+    prefix = output_model.with_suffix("")
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(CORPUS), model_prefix=str(prefix), vocab_size=vocab_size, model_type="bpe",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=3, character_coverage=1.0, num_threads=1, minloglevel=2,
+    )
+    prefix.with_suffix(".model").rename(output_model)
+    prefix.with_suffix(".vocab").unlink()
+
+
+def build_demo_mimi(seed: int = DEMO_SEED):
+    """A toy Mimi whose codebooks are drawn from its own latents of real (espeak) speech.
+
+    A fresh Mimi has all-zero codebooks (every frame would quantise to code 0); seeding each
+    residual codebook with latent vectors of speech makes codes vary with the audio, as real ones do.
+    """
+    torch.manual_seed(seed)
+    mimi = loaders.get_mimi(None, architectures.demo_mimi_config(), device="cpu",
+                            num_codebooks=architectures.NUM_AUDIO_CODEBOOKS)
+    speech = np.concatenate([synthesize(VOICE_SAMPLE_TEXT, voice) for voice in DEMO_VOICES.values()])
+    with torch.no_grad():
+        latent = mimi._encode_to_unquantized_latent(torch.from_numpy(speech)[None, None])  # [1, D, T]
+        generator = torch.Generator().manual_seed(seed)
+        for rvq in (mimi.quantizer.rvq_first, mimi.quantizer.rvq_rest):
+            residual = rvq.input_proj(latent)[0].T  # [T, d]
+            for vq_layer in rvq.vq.layers:
+                codebook = vq_layer._codebook
+                picks = torch.randint(len(residual), (codebook.codebook_size,), generator=generator)
+                noise = 0.1 * residual.std() * torch.randn(codebook.codebook_size, residual.shape[1],
+                                                           generator=generator)
+                codebook.embedding_sum.copy_(residual[picks] + noise)
+                codebook.cluster_usage.fill_(1.0)
+                codebook._initialized.fill_(1.0)
+                codebook._embedding = None
+                codebook._cached_initialized = False
+                nearest = torch.cdist(residual, codebook.embedding).argmin(dim=1)
+                residual = residual - codebook.embedding[nearest]
+    return mimi.eval()
+
+
+def transformer_inputs(lm, codes: torch.Tensor) -> torch.Tensor:
+    """The temporal transformer's input tokens [B, 17, T] for frames `codes` [B, 17, T], as LMModel.forward builds them.
+
+    Position 0 is the initial token of every stream; position s >= 1 reads stream k at frame
+    s - 1 - delay_k (the initial token where that is negative). The streaming engine feeds the
+    same tokens one position per step, so both paths see identical inputs.
+    """
+    batch, _, frames = codes.shape
+    delays = torch.tensor(lm.delays, device=codes.device)
+    initial = lm._get_initial_token().to(codes.device)[0, :, 0]  # [17]
+    frame_index = torch.arange(frames, device=codes.device)[None] - 1 - delays[:, None]  # [17, T]
+    picked = codes.gather(2, frame_index.clamp(min=0)[None].expand(batch, -1, -1))
+    return torch.where(frame_index[None] < 0, initial[None, :, None], picked)
+
+
+def input_embeddings(lm, inputs: torch.Tensor) -> torch.Tensor:
+    """Sum of the 17 stream embeddings of transformer inputs [B, 17, T] -> [B, T, dim] (as LMModel.forward_text)."""
+    embeddings = lm.text_emb(inputs[:, 0])
+    for k in range(lm.num_audio_codebooks):
+        embeddings = embeddings + lm.emb[k](inputs[:, k + 1])
+    return embeddings
+
+
+@torch.no_grad()
+def voice_prefill(lm, voice_codes: torch.Tensor, prompt_codes: PromptCodes) -> dict[str, torch.Tensor]:
+    """A voice `.pt`: the transformer input embedding of each voice-prompt frame, and the token cache.
+
+    `embeddings[t]` [dim] is exactly what the temporal transformer receives at position t when the
+    voice prompt is prefilled from codes (`transformer_inputs`); `cache` holds the last voice
+    frames (all 17 streams), which the positions after the voice prompt read.
+    """
+    frames = build_prompt_frames(voice_codes, [], prompt_codes).codes[:, :voice_codes.shape[1]]
+    embeddings = input_embeddings(lm, transformer_inputs(lm, frames[None]))
+    cache_len = max(lm.delays) + 2
+    return {"embeddings": embeddings[0].clone(), "cache": frames[:, -cache_len:].clone()}
+
+
+def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEED) -> Path:
+    """Write a demo checkpoint into `directory` (created; must not exist or be empty)."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: not empty; choose a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    train_tokenizer(directory / reference.TOKENIZER_FILE)
+    mimi = build_demo_mimi(seed)
+    safetensors.torch.save_file(mimi.state_dict(), str(directory / reference.MIMI_FILE))
+    prompt_codes = derive_prompt_codes(mimi)
+
+    torch.manual_seed(seed)
+    lm_kwargs = architectures.demo_lm_kwargs(family, text_card=DEMO_TEXT_VOCAB)
+    lm = build_lm(lm_kwargs, device="cpu", dtype=torch.float32).eval()
+    release_state = {k: v.contiguous() for k, v in layout.to_release_layout(lm.state_dict()).items()}
+    safetensors.torch.save_file(release_state, str(directory / reference.LM_FILE))
+
+    _write_voices(directory / reference.VOICES_FILE, lm, mimi, prompt_codes)
+    config = dict(lm_kwargs, model_type="moshi", plexray={
+        "family": family, "demo": True, "lora": False,
+        "mimi_config": architectures.demo_mimi_config(), "prompt_codes": prompt_codes.to_json(),
+    })
+    (directory / reference.CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (directory / "README.md").write_text(README.format(family=family))
+    return directory
+
+
+def _write_voices(archive: Path, lm, mimi, prompt_codes: PromptCodes) -> None:
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive, "w:gz") as tar:
+        for name, voice in DEMO_VOICES.items():
+            samples = normalize_loudness(synthesize(VOICE_SAMPLE_TEXT, voice))
+            wav_path = Path(tmp) / f"{name}.wav"
+            sphn.write_wav(str(wav_path), samples, SAMPLE_RATE)
+            with torch.no_grad():
+                codes = mimi.encode(torch.from_numpy(samples)[None, None])[0]  # [8, T]
+            buffer = io.BytesIO()
+            torch.save(voice_prefill(lm, codes, prompt_codes), buffer)
+            for arcname, payload in ((f"voices/{name}.wav", wav_path.read_bytes()),
+                                     (f"voices/{name}.pt", buffer.getvalue())):
+                info = tarfile.TarInfo(arcname)
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+
+
+def ensure_demo_checkpoint(directory: Path, family: str = "personaplex") -> Path:
+    """Build the demo checkpoint at `directory` unless it is already complete (safe under races)."""
+    directory = Path(directory)
+    if (directory / reference.CONFIG_FILE).is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=directory.parent))
+    try:
+        init_demo(staging / "ckpt", family=family)
+        try:
+            os.rename(staging / "ckpt", directory)
+        except OSError:
+            if not (directory / reference.CONFIG_FILE).is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory

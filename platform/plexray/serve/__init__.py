@@ -1,0 +1,1 @@
+"""Serving: the batched streaming engine and the Ray Serve application around it."""

@@ -1,0 +1,213 @@
+"""One WebSocket <-> one engine Session: a receive loop and a send loop, for either protocol.
+
+The receive loop decodes client messages and pushes audio into the session; a malformed message
+gets the protocol's error message and is dropped, so one bad message never ends a conversation
+(a client that sends `max_protocol_errors` of them is closed with 1007). The send loop waits for
+the prompt prefill (then sends the handshake), streams agent frames, and closes the socket with
+the reason the session ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import typing as tp
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from plexray.errors import PlexrayError
+from plexray.serve.app import binary_protocol as binary
+from plexray.serve.app import json_protocol
+from plexray.serve.app.errors import ProtocolError
+from plexray.serve.engine import Session, SessionOutput
+
+logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
+
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_INVALID_DATA = 1000, 1001, 1007
+# How each engine end reason closes the socket: the replica stopping is 'going away', the rest normal.
+END_CLOSE_CODES = {"engine_stopped": CLOSE_GOING_AWAY}
+
+
+@dataclasses.dataclass
+class ConversationLimits:
+    max_message_bytes: int
+    max_protocol_errors: int = 20
+
+
+class Protocol(tp.Protocol):
+    name: str
+
+    async def send_ready(self, ws: WebSocket) -> None: ...
+    async def send_output(self, ws: WebSocket, output: SessionOutput) -> None: ...
+    async def send_error(self, ws: WebSocket, message: str, code: str) -> None: ...
+    async def send_ended(self, ws: WebSocket, reason: str) -> None: ...
+    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
+        """Act on one raw ASGI receive message; False when the client asked to end the conversation."""
+
+
+class ChatProtocol:
+    """The binary protocol of /api/chat (see binary_protocol)."""
+
+    name = "chat"
+
+    def __init__(self) -> None:
+        self._decoder = binary.OpusDecoder()
+        self._encoder = binary.OpusEncoder()
+        self.paused = False
+
+    async def send_ready(self, ws: WebSocket) -> None:
+        await ws.send_bytes(binary.handshake())
+
+    async def send_output(self, ws: WebSocket, output: SessionOutput) -> None:
+        pages = self._encoder.encode(output.pcm)
+        if pages:
+            await ws.send_bytes(binary.audio(pages))
+        if output.text:
+            await ws.send_bytes(binary.text(output.text))
+
+    async def send_error(self, ws: WebSocket, message: str, code: str) -> None:
+        await ws.send_bytes(binary.error(message))
+
+    async def send_ended(self, ws: WebSocket, reason: str) -> None:
+        await ws.send_bytes(binary.metadata({"ended": reason}))
+
+    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
+        if message.get("bytes") is None:
+            raise ProtocolError("/api/chat takes binary messages (kind byte + payload), got a text message")
+        decoded = binary.decode_client_message(message["bytes"])
+        if decoded.kind is binary.Kind.AUDIO:
+            pcm = self._decoder.decode(decoded.payload)
+            if pcm.size and not self.paused:
+                session.push_pcm(pcm)
+        elif decoded.kind is binary.Kind.PING:
+            await ws.send_bytes(binary.ping())
+        elif decoded.kind is binary.Kind.CONTROL:
+            return await self._control(ws, decoded.control, session)
+        elif decoded.kind is binary.Kind.METADATA:
+            await ws.send_bytes(binary.metadata({"metadata_received": sorted(decoded.metadata or {})}))
+        elif decoded.kind is binary.Kind.ERROR:
+            logger.info("client reported an error: %s", decoded.payload[:200].decode("utf-8", "replace"))
+        return True
+
+    async def _control(self, ws: WebSocket, control: binary.Control | None, session: Session) -> bool:
+        if control is binary.Control.PAUSE:
+            self.paused = True  # the client's audio is dropped; the engine hears silence
+        elif control is binary.Control.START:
+            self.paused = False
+        elif control is binary.Control.RESTART:
+            # A fresh conversation needs a fresh prompt prefill: the client reconnects (cheap, and the
+            # slot is freed now rather than after the idle timeout).
+            await ws.send_bytes(binary.metadata({"control": "restart", "status": "reconnect"}))
+            return False
+        # END_TURN: a full-duplex model has no turns; acknowledged like the others.
+        await ws.send_bytes(binary.metadata({"control": control.name.lower() if control is not None else None, "status": "ok"}))
+        return True
+
+
+class VoiceProtocol:
+    """The JSON protocol of /ws/voice/{persona} (see json_protocol)."""
+
+    name = "voice"
+
+    def __init__(self, persona: str, session_id: str, voice: str | None):
+        self.persona, self.session_id, self.voice = persona, session_id, voice
+        self._chunks = 0
+
+    async def send_ready(self, ws: WebSocket) -> None:
+        await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice))
+
+    async def send_output(self, ws: WebSocket, output: SessionOutput) -> None:
+        await ws.send_text(json_protocol.audio_chunk(output.pcm, self._chunks))
+        self._chunks += 1
+        if output.text:
+            await ws.send_text(json_protocol.transcription(output.text))
+
+    async def send_error(self, ws: WebSocket, message: str, code: str) -> None:
+        await ws.send_text(json_protocol.error(message, code))
+
+    async def send_ended(self, ws: WebSocket, reason: str) -> None:
+        await ws.send_text(json_protocol.ended(reason))
+
+    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
+        raw = message.get("text") if message.get("text") is not None else message.get("bytes")
+        decoded = json_protocol.decode_client_message(raw)
+        if decoded.type == "audio_chunk":
+            session.push_pcm(decoded.pcm, decoded.sample_rate)
+        elif decoded.type == "ping":
+            await ws.send_text(json_protocol.pong())
+        elif decoded.type == "interrupt":
+            # Stop what the client has yet to play: drop the agent frames buffered for it.
+            while session.poll_output() is not None:
+                pass
+            await ws.send_text(json_protocol.interrupted("user_request"))
+        elif decoded.type == "end":
+            return False
+        return True
+
+
+async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
+                   on_protocol_error: tp.Callable[[], None] = lambda: None) -> str:
+    """Run one accepted conversation to its end; returns why it ended. Always closes the session."""
+    sender = asyncio.create_task(_send_loop(ws, session, protocol))
+    receiver = asyncio.create_task(_receive_loop(ws, session, protocol, limits, on_protocol_error))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        client_reason = receiver.result() if receiver in done else None
+    finally:
+        session.close()
+        receiver.cancel()
+    if client_reason is not None and client_reason != "disconnected":
+        # The client ended it (or broke the protocol): the sender drains and closes.
+        await asyncio.wait({sender}, timeout=2.0)
+        sender.cancel()
+        await _close(ws, CLOSE_INVALID_DATA if client_reason == "protocol_errors" else CLOSE_NORMAL, client_reason)
+        return client_reason
+    if client_reason == "disconnected":
+        sender.cancel()
+        return "disconnected"
+    return sender.result()
+
+
+async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol) -> str:
+    try:
+        if await session.wait_ready():
+            await protocol.send_ready(ws)
+        while (output := await session.next_output()) is not None:
+            await protocol.send_output(ws, output)
+        reason = session.ended_reason or "closed"
+        await protocol.send_ended(ws, reason)
+        await _close(ws, END_CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
+        return reason
+    except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
+        return "disconnected"
+
+
+async def _receive_loop(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
+                        on_protocol_error: tp.Callable[[], None]) -> str:
+    errors = 0
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return "disconnected"
+        try:
+            size = len(message.get("bytes") or message.get("text") or b"")
+            if size > limits.max_message_bytes:
+                raise ProtocolError(f"message of {size} bytes exceeds the limit of {limits.max_message_bytes}")
+            if not await protocol.handle(ws, message, session):
+                return "client_end"
+        except PlexrayError as exc:  # ProtocolError, BadAudioError: tell the client, keep the session
+            errors += 1
+            on_protocol_error()
+            await protocol.send_error(ws, str(exc), "bad_message" if isinstance(exc, ProtocolError) else "bad_audio")
+            if errors >= limits.max_protocol_errors:
+                await protocol.send_error(ws, f"{errors} invalid messages: closing", "too_many_errors")
+                return "protocol_errors"
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await ws.close(code, reason)
+        except (RuntimeError, WebSocketDisconnect):
+            pass

@@ -1,0 +1,172 @@
+"""The Serve deployments and applications; every Serve option is derived from the plexray config.
+
+Two applications, so that status and health never wait behind conversations:
+  sessions (route prefix '/')       PersonaPlexReplica x N (autoscaled): /api/chat, /ws/voice/{persona};
+                                    SessionLedger x 1: fleet-wide admission state
+  ops      (route prefix '/voice')  StatusService x 1: /voice/status, /voice/healthz, /voice/readyz
+
+Per replica: engine slots = sessions_per_replica; Serve's max_ongoing_requests = that plus
+reject_headroom (slots only ever used to answer 'busy' clearly); autoscaling targets
+sessions_per_replica x target_utilisation ongoing requests; graceful_shutdown_timeout_s covers
+engine.max_session_s, so a replica chosen for downscaling finishes its conversations first.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as tp
+
+from ray import serve
+from ray.serve.config import RequestRouterConfig
+
+from plexray.serve.app.admission import AdmissionLedger
+from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.ingress import SessionService, session_app, status_app
+from plexray.serve.app.security import Caller
+from plexray.settings import PlexrayConfig
+
+logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
+
+LEDGER_DEPLOYMENT = "SessionLedger"
+
+
+# Access logs off: every replica reports every few seconds, which would drown the ledger's log.
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config={"enable_access_log": False})
+class SessionLedger:
+    """Thin shell around AdmissionLedger; denials come back as data (exceptions do not cross handles cleanly)."""
+
+    def __init__(self, config: dict):
+        serve_config = PlexrayConfig.model_validate(config).serve
+        self.ledger = AdmissionLedger(serve_config.security.new_sessions_per_minute, serve_config.status_report_s)
+
+    async def admit(self, replica_id: str, session_id: str, caller: dict, capacity: int) -> dict | None:
+        try:
+            self.ledger.admit(replica_id, session_id, Caller(**caller), capacity)
+        except AdmissionDenied as denied:
+            return {"reason": denied.reason, "message": str(denied), "close_code": denied.close_code,
+                    "retry_after_s": denied.retry_after_s}
+        return None
+
+    async def release(self, replica_id: str, session_id: str) -> None:
+        self.ledger.release(replica_id, session_id)
+
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict) -> None:
+        self.ledger.report(replica_id, capacity, sessions, metrics)
+
+    async def forget(self, replica_id: str) -> None:
+        self.ledger.forget(replica_id)
+
+    async def snapshot(self) -> dict:
+        return self.ledger.snapshot()
+
+
+class HandleLedger:
+    """The ledger deployment behind the `Ledger` interface that SessionService expects."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    async def admit(self, replica_id: str, session_id: str, caller: Caller, capacity: int) -> None:
+        denial = await self.handle.admit.remote(replica_id, session_id, caller.__dict__, capacity)
+        if denial is not None:
+            raise AdmissionDenied(denial["reason"], denial["message"], denial["close_code"], denial["retry_after_s"])
+
+    async def release(self, replica_id: str, session_id: str) -> None:
+        await self.handle.release.remote(replica_id, session_id)
+
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict) -> None:
+        await self.handle.report.remote(replica_id, capacity, sessions, metrics)
+
+    async def forget(self, replica_id: str) -> None:
+        await self.handle.forget.remote(replica_id)
+
+    async def snapshot(self) -> dict:
+        return await self.handle.snapshot.remote()
+
+
+# serve.ingress calls its builder after the constructor, with no arguments. The deployment classes
+# are pickled by value (their globals are copies), so the constructor leaves the app it built in
+# the imported ingress module, where the builder finds it.
+def _replica_app():
+    from plexray.serve.app import ingress
+
+    return ingress.PROCESS_APPS["sessions"]
+
+
+def _status_app():
+    from plexray.serve.app import ingress
+
+    return ingress.PROCESS_APPS["status"]
+
+
+@serve.deployment
+@serve.ingress(_replica_app)
+class PersonaPlexReplica:
+    """One model, one Engine with sessions_per_replica slots, and the WebSocket endpoints in front of it."""
+
+    def __init__(self, config: dict, ledger):
+        from plexray.serve.app import ingress
+        from plexray.serve.app.telemetry import ReplicaTelemetry
+        from plexray.serve.engine import Engine
+
+        platform = PlexrayConfig.model_validate(config)
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        bundle = platform.model.load()
+        engine = Engine(bundle, platform.serve.engine_config())
+        self.service = SessionService(engine, platform.serve, HandleLedger(ledger), replica_id,
+                                      ReplicaTelemetry(replica_id))
+        ingress.PROCESS_APPS["sessions"] = session_app(self.service)
+        logger.info("replica %s ready: %s, %d session slots", replica_id, platform.model.checkpoint, engine.capacity)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress(_status_app)
+class StatusService:
+    """/voice/status, /voice/healthz, /voice/readyz on their own replica: never behind a conversation."""
+
+    def __init__(self, config: dict):
+        from plexray.serve.app import ingress
+
+        platform = PlexrayConfig.model_validate(config)
+        ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, app_name=platform.serve.app_name)
+        ingress.PROCESS_APPS["status"] = status_app(platform.serve, HandleLedger(ledger))
+
+
+def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
+    """Serve options of PersonaPlexReplica, all derived from the `serve` section."""
+    serve_config = config.serve
+    scaling = serve_config.autoscaling
+    return {
+        "max_ongoing_requests": serve_config.sessions_per_replica + serve_config.reject_headroom,
+        # Unbounded: every new connection waits in the router until a replica takes it (a burst of
+        # connects queues there for milliseconds); a bound would answer a burst with a bare 500.
+        # Waiting never hangs because full replicas still have headroom slots to refuse with.
+        "max_queued_requests": -1,
+        "autoscaling_config": {
+            "min_replicas": scaling.min_replicas, "max_replicas": scaling.max_replicas,
+            "initial_replicas": max(scaling.min_replicas, 1),
+            "target_ongoing_requests": serve_config.target_ongoing_requests,
+            "upscale_delay_s": scaling.upscale_delay_s, "downscale_delay_s": scaling.downscale_delay_s,
+        },
+        "graceful_shutdown_timeout_s": serve_config.graceful_shutdown_timeout_s,
+        "ray_actor_options": {"num_cpus": serve_config.num_cpus, "num_gpus": serve_config.num_gpus},
+        "request_router_config": RequestRouterConfig(
+            request_router_class="plexray.serve.app.routing:LeastSessionsRouter"),
+    }
+
+
+def sessions_application(config: PlexrayConfig):
+    """The Serve application of the conversations (route prefix '/')."""
+    raw = portable(config)
+    ledger = SessionLedger.bind(raw)
+    return PersonaPlexReplica.options(**deployment_options(config)).bind(raw, ledger)
+
+
+def ops_application(config: PlexrayConfig):
+    """The Serve application of status and health (route prefix '/voice')."""
+    return StatusService.bind(portable(config))
+
+
+def portable(config: PlexrayConfig) -> dict:
+    """The config as plain data for replicas: only what was set (defaults are re-derived there)."""
+    return config.model_dump(mode="json", exclude_unset=True)

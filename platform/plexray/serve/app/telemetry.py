@@ -1,0 +1,50 @@
+"""Serving metrics through Ray's metrics API: shown in the Ray dashboard and on its Prometheus endpoint.
+
+Names (Prometheus adds the `ray_` prefix): plexray_live_sessions, plexray_session_capacity,
+plexray_sessions_opened, plexray_sessions_rejected{reason}, plexray_tick_ms_p50/p99,
+plexray_late_ticks, plexray_frames_dropped, plexray_protocol_errors{protocol}.
+Engine totals are cumulative; `publish` turns them into counter increments.
+"""
+
+from __future__ import annotations
+
+from ray.util import metrics
+
+
+class ReplicaTelemetry:
+    def __init__(self, replica: str):
+        tags = ("replica",)
+        self._tags = {"replica": replica}
+        self.live = metrics.Gauge("plexray_live_sessions", "live conversations on this replica", tags)
+        self.capacity = metrics.Gauge("plexray_session_capacity", "session slots of this replica", tags)
+        self.tick_p50 = metrics.Gauge("plexray_tick_ms_p50", "engine tick time, median (ms)", tags)
+        self.tick_p99 = metrics.Gauge("plexray_tick_ms_p99", "engine tick time, 99th percentile (ms)", tags)
+        self.opened = metrics.Counter("plexray_sessions_opened", "conversations started", tags)
+        self.rejected = metrics.Counter("plexray_sessions_rejected", "new sessions refused, by reason",
+                                        tags + ("reason",))
+        self.late = metrics.Counter("plexray_late_ticks", "engine ticks past their 80 ms deadline", tags)
+        self.dropped = metrics.Counter("plexray_frames_dropped", "agent frames dropped for slow clients", tags)
+        self.protocol_errors = metrics.Counter("plexray_protocol_errors", "malformed client messages",
+                                               tags + ("protocol",))
+        self._totals = {"late_ticks": 0, "frames_dropped": 0}
+
+    def session_opened(self) -> None:
+        self.opened.inc(1, self._tags)
+
+    def session_rejected(self, reason: str) -> None:
+        self.rejected.inc(1, {**self._tags, "reason": reason})
+
+    def protocol_error(self, protocol: str) -> None:
+        self.protocol_errors.inc(1, {**self._tags, "protocol": protocol})
+
+    def publish(self, engine_metrics: dict) -> None:
+        self.live.set(engine_metrics["active_sessions"], self._tags)
+        self.capacity.set(engine_metrics["capacity"], self._tags)
+        if engine_metrics.get("tick_ms_p50") is not None:
+            self.tick_p50.set(engine_metrics["tick_ms_p50"], self._tags)
+            self.tick_p99.set(engine_metrics["tick_ms_p99"], self._tags)
+        for name, counter in (("late_ticks", self.late), ("frames_dropped", self.dropped)):
+            delta = engine_metrics[name] - self._totals[name]
+            if delta > 0:
+                counter.inc(delta, self._tags)
+                self._totals[name] = engine_metrics[name]

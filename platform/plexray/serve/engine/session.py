@@ -1,0 +1,174 @@
+"""A conversation as the caller sees it: push user audio in, await agent audio + text out.
+
+The engine's worker thread produces outputs and the caller's asyncio loop consumes them; every
+shared field is guarded by one lock, and wake-ups cross threads with `call_soon_threadsafe`.
+A slow reader loses its oldest frames (counted) rather than slowing the engine down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import threading
+
+import numpy as np
+
+from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
+from plexray.serve.engine.audio_input import AudioCounters, clean_pcm
+from plexray.serve.engine.config import SessionSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionOutput:
+    """One 80 ms frame of the agent: audio and the text piece generated with it ('' if none)."""
+
+    pcm: np.ndarray  # [1920] float32, 24 kHz
+    text: str
+    text_token: int  # the raw text token id (padding included), for tests and logging
+
+
+@dataclasses.dataclass
+class SessionStats:
+    frames_out: int = 0  # frames produced for this session
+    frames_dropped: int = 0  # output frames dropped because the reader was too slow
+    input_frames: int = 0  # user frames the engine consumed from the client
+    input_underruns: int = 0  # ticks where no full user frame was buffered: silence used
+    input_dropped_samples: int = 0  # user samples dropped because the client pushed too far ahead
+    prefill_frames: int = 0
+    prefill_ms: float = 0.0  # compute time of this session's prefill
+    audio: AudioCounters = dataclasses.field(default_factory=AudioCounters)
+
+
+class Session:
+    """Created by `Engine.open_session`; never constructed by callers."""
+
+    def __init__(self, session_id: int, settings: SessionSettings, output_buffer_frames: int,
+                 input_buffer_frames: int):
+        self.id = session_id
+        self.settings = settings
+        self.stats = SessionStats()
+        self._lock = threading.Lock()
+        self._outputs: collections.deque[SessionOutput] = collections.deque()
+        self._output_limit = output_buffer_frames
+        self._input = np.zeros(0, np.float32)  # pending user samples, oldest first
+        self._input_limit = input_buffer_frames * FRAME_SAMPLES
+        self._pushes = 0  # push_pcm calls, so the engine can tell an idle client
+        self._ready = False
+        self._ended_reason: str | None = None
+        self._close_requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    # ----- caller side -------------------------------------------------------------------------
+    def push_pcm(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Queue user audio: mono, any length; float in [-1, 1] or integer PCM; 24 kHz unless told.
+
+        Bad audio is repaired (NaN -> 0, clipping, resampling) or refused with BadAudioError; both
+        are counted in `stats.audio`. Pushing into an ended session is ignored.
+        """
+        with self._lock:
+            samples = clean_pcm(pcm, sample_rate, self.stats.audio)
+            self._pushes += 1
+            if self._ended_reason is not None:
+                return
+            pending = np.concatenate([self._input, samples]) if self._input.size else samples
+            excess = pending.size - self._input_limit
+            if excess > 0:  # the client is far ahead of real time: keep the newest audio
+                self.stats.input_dropped_samples += excess
+                pending = pending[excess:]
+            self._input = pending
+
+    async def wait_ready(self) -> bool:
+        """Wait until the prompt prefill is done (True), or the session ended before that (False)."""
+        while True:
+            event = self._event()
+            with self._lock:
+                if self._ready or self._ended_reason is not None:
+                    return self._ready
+            await event.wait()
+
+    async def next_output(self) -> SessionOutput | None:
+        """The next agent frame, waiting for it; None once the session has ended and all are read."""
+        while True:
+            event = self._event()
+            output = self.poll_output()
+            if output is not None:
+                return output
+            if self.ended_reason is not None:
+                return None
+            await event.wait()
+
+    def poll_output(self) -> SessionOutput | None:
+        """The next agent frame if one is buffered (no waiting): for synchronous callers."""
+        with self._lock:
+            return self._outputs.popleft() if self._outputs else None
+
+    def close(self) -> None:
+        """End the conversation; the engine frees its slot at the next tick (reason 'closed')."""
+        with self._lock:
+            self._close_requested = True
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    @property
+    def ended_reason(self) -> str | None:
+        """None while live; then 'closed', 'max_duration', 'idle_timeout', 'context_full' or 'engine_stopped'."""
+        with self._lock:
+            return self._ended_reason
+
+    def _event(self) -> asyncio.Event:
+        """The event this session sets when something changes; cleared before each check (no lost wake-up)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._changed = loop, asyncio.Event()
+        assert self._changed is not None
+        self._changed.clear()
+        return self._changed
+
+    # ----- engine side (called from the engine's tick thread) ---------------------------------
+    def _take_input_frame(self) -> tuple[np.ndarray | None, int]:
+        """The oldest full user frame [1920] (None if none buffered), and the push count so far."""
+        with self._lock:
+            pushes = self._pushes
+            if self._input.size < FRAME_SAMPLES:
+                self.stats.input_underruns += 1
+                return None, pushes
+            frame, self._input = self._input[:FRAME_SAMPLES], self._input[FRAME_SAMPLES:]
+            self.stats.input_frames += 1
+            return frame, pushes
+
+    def _publish(self, output: SessionOutput) -> None:
+        with self._lock:
+            if len(self._outputs) >= self._output_limit:
+                self._outputs.popleft()
+                self.stats.frames_dropped += 1
+            self._outputs.append(output)
+            self.stats.frames_out += 1
+        self._notify()
+
+    def _mark_ready(self) -> None:
+        with self._lock:
+            self._ready = True
+        self._notify()
+
+    def _end(self, reason: str) -> None:
+        with self._lock:
+            if self._ended_reason is None:
+                self._ended_reason = reason
+            self._input = np.zeros(0, np.float32)
+        self._notify()
+
+    @property
+    def _wants_close(self) -> bool:
+        with self._lock:
+            return self._close_requested
+
+    def _notify(self) -> None:
+        loop, event = self._loop, self._changed
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+

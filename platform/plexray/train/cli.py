@@ -1,0 +1,67 @@
+"""`plexray train`, `plexray evaluate`, `plexray merge`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from plexray.cli import add_config_arguments, load_platform_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="LoRA (or full) fine-tuning with Ray Train; resumes a run by name")
+    add_config_arguments(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="loss components and accuracies of a checkpoint on a dataset")
+    evaluate.add_argument("--checkpoint", type=Path, default=None,
+                          help="training checkpoint (adapter or full weights) or standalone checkpoint directory; "
+                               "default: the base model itself")
+    evaluate.add_argument("--dataset", default=None, help="training-set directory (default: train.dataset)")
+    evaluate.add_argument("--split", choices=["validation", "train", "all"], default="validation")
+    evaluate.add_argument("--output", type=Path, default=None, help="also write the JSON report here")
+    add_config_arguments(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    merge = subparsers.add_parser("merge", help="fold a LoRA adapter into the base model: a standalone checkpoint")
+    merge.add_argument("checkpoint", type=Path, help="training checkpoint directory (holds adapter_config.json)")
+    merge.add_argument("output", type=Path, help="new directory for the merged checkpoint")
+    add_config_arguments(merge)
+    merge.set_defaults(handler=_merge)
+
+
+def _connect_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # the cluster of RAY_ADDRESS (as under `ray job submit`), else a local one
+
+
+def _train(args: argparse.Namespace) -> int:
+    from plexray.train.run import run_training
+
+    config = load_platform_config(args)
+    _connect_ray()
+    summary = run_training(config)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from plexray.train.evaluate import evaluate_checkpoint, write_report
+
+    config = load_platform_config(args)
+    _connect_ray()
+    result = evaluate_checkpoint(config, args.checkpoint, args.dataset or config.train.dataset, args.split)
+    print(write_report(result, args.output))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from plexray.train.merge import merge_checkpoint
+
+    config = load_platform_config(args)
+    path = merge_checkpoint(config.model, args.checkpoint, args.output)
+    print(json.dumps({"merged_checkpoint": str(path.resolve()), "from": str(args.checkpoint)}, indent=2))
+    return 0

@@ -1,0 +1,66 @@
+"""`plexray merge`: fold a LoRA adapter into the base LM and write a standalone checkpoint.
+
+The output has the real repos' file layout (LM in release key layout, Mimi, tokenizer, voices)
+and a config.json that declares no LoRA: loading a merged model with LoRA layers declared would
+add freshly initialised adapters and silently change its outputs. `plexray.model.load_model`
+(the serving loader) loads it like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from plexray.errors import PlexrayError
+from plexray.model import layout, reference
+from plexray.model.config import ModelConfig
+from plexray.train import checkpoint
+
+
+def merge_checkpoint(model_config: ModelConfig, training_checkpoint: Path, output_dir: Path) -> Path:
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise PlexrayError(f"{output_dir}: not empty; choose a new directory for the merged checkpoint")
+    bundle = model_config.load()
+    model = checkpoint.load_weights(bundle.lm, Path(training_checkpoint))
+    merged = model.merge_and_unload() if checkpoint.is_adapter(Path(training_checkpoint)) else model
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous() for name, tensor in
+             layout.to_release_layout(merged.state_dict()).items()}
+    safetensors.torch.save_file(state, str(output_dir / reference.LM_FILE))
+    for source, name in ((bundle.files.mimi, reference.MIMI_FILE), (bundle.files.tokenizer, reference.TOKENIZER_FILE)):
+        shutil.copyfile(source, output_dir / name)
+    voices = bundle.files.voices
+    if voices is not None:
+        target = output_dir / (reference.VOICES_FILE if voices.is_file() else reference.VOICES_DIR)
+        (shutil.copyfile if voices.is_file() else shutil.copytree)(voices, target)
+    (output_dir / reference.CONFIG_FILE).write_text(json.dumps(_merged_config(bundle, training_checkpoint), indent=2))
+    return output_dir
+
+
+def _merged_config(bundle, training_checkpoint: Path) -> dict:
+    """The base's config with its `plexray` section copied, declaring no LoRA and where it came from."""
+    base: dict = {}
+    if bundle.files.config is not None:
+        base = json.loads(bundle.files.config.read_text())
+    plexray_section = dict(base.get("plexray", {}))
+    plexray_section.update(family=bundle.family, lora=False,
+                           merged_from={"base": bundle.files.source, "checkpoint": str(training_checkpoint)})
+    config = {k: v for k, v in base.items() if k not in ("lora", "lora_name", "lora_rank", "lora_scaling")}
+    config.update(bundle.lm_kwargs)  # the architecture, written out (the real PersonaPlex config has none)
+    config.update(model_type=base.get("model_type", "moshi"), plexray=plexray_section)
+    return config
+
+
+@torch.no_grad()
+def max_output_difference(a: torch.nn.Module, b: torch.nn.Module, codes: torch.Tensor) -> float:
+    """Largest absolute difference of the text and audio logits of two LMs on the same codes [B, 17, T]."""
+    out_a, out_b = a(codes), b(codes)
+    diffs = [(x.nan_to_num() - y.nan_to_num()).abs().max().item()
+             for x, y in ((out_a.logits, out_b.logits), (out_a.text_logits, out_b.text_logits))]
+    return max(diffs)

@@ -1,0 +1,107 @@
+"""The driver side of `plexray train`: check everything, start Ray Train, write the run's summary.
+
+    <output_dir>/<run_name>/            Ray Train's run directory (checkpoints, its own state)
+        metrics.jsonl                   one record per step (validation metrics at evaluation steps)
+        loss_curve.png                  total, text, semantic, acoustic loss: training and validation
+        train_summary.json              the machine-readable outcome
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from plexray.config import dump_config
+from plexray.errors import PlexrayError
+from plexray.settings import PlexrayConfig
+from plexray.train import data, report
+from plexray.train.errors import TrainingDivergedError
+from plexray.train.worker import DIVERGED_METRIC, train_loop_per_worker
+
+SUMMARY_FILE = "train_summary.json"
+
+
+class TrainingRunError(PlexrayError):
+    """Ray Train gave up on the run (worker failures beyond train.max_failures, or an error in a worker)."""
+
+
+def run_training(config: PlexrayConfig) -> dict:
+    """Train as configured; returns (and writes) the summary. Resumes if the run name has checkpoints."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    train = config.train
+    storage = Path(train.output_dir).resolve()
+    run_dir = storage / train.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    # Everything that can be wrong with the input fails here, before a worker starts.
+    train_ds, val_ds = data.open_splits(train.dataset, train.validation_fraction, min_rows=train.num_workers)
+    # Read and split once, now, while no worker holds a CPU: on a small cluster, the workers would
+    # otherwise hold every CPU and Ray Data's read tasks would wait forever. (Codes are small:
+    # 100 s of conversation is 42 KB.)
+    datasets = {"train": train_ds.materialize()} | ({"validation": val_ds.materialize()} if val_ds is not None else {})
+    (run_dir / "config.yaml").write_text(dump_config(config))
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run_dir),
+                           "has_validation": val_ds is not None},
+        scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                               resources_per_worker={"CPU": train.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=train.run_name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=train.keep_checkpoints,
+                checkpoint_score_attribute="val_loss" if val_ds is not None else "loss",
+                checkpoint_score_order="min"),
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors in its own types; keep the first line of the cause
+        raise TrainingRunError(f"run {train.run_name!r} failed: {str(exc).strip().splitlines()[0]} "
+                               f"(checkpoints so far are kept in {run_dir})") from exc
+
+    records = report.read_metrics(run_dir)
+    summary = _summary(config, run_dir, result, records, time.perf_counter() - started)
+    if records:
+        summary["loss_curve"] = str(report.plot_loss_curves(records, run_dir / report.CURVE_FILE))
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if DIVERGED_METRIC in (result.metrics or {}):
+        raise TrainingDivergedError(f"{result.metrics[DIVERGED_METRIC]} (summary: {run_dir / SUMMARY_FILE})")
+    return summary
+
+
+def _summary(config: PlexrayConfig, run_dir: Path, result, records: list[dict], seconds: float) -> dict:
+    last = records[-1] if records else {}
+    evaluations = [r for r in records if "val_loss" in r]
+    throughput = [r["frames_per_s"] for r in records if "frames_per_s" in r]
+    best = min(result.best_checkpoints or [], key=lambda pair: pair[1].get("val_loss", pair[1].get("loss")),
+               default=None)
+    return {
+        "run_dir": str(run_dir),
+        "status": "diverged" if DIVERGED_METRIC in (result.metrics or {}) else "finished",
+        "steps": last.get("step", 0),
+        "max_steps": config.train.max_steps,
+        "num_workers": config.train.num_workers,
+        "lora": config.train.lora.enabled,
+        "trainable_parameters": last.get("trainable_parameters"),
+        "total_parameters": last.get("total_parameters"),
+        "skipped_steps": last.get("skipped_steps", 0),
+        "empty_steps": last.get("empty_steps", 0),
+        "final_train": {k: last[k] for k in ("loss", "text_loss", "semantic_loss", "acoustic_loss") if k in last},
+        "final_validation": {k: v for k, v in (evaluations[-1] if evaluations else {}).items() if k.startswith("val_")},
+        "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "best_checkpoint": best[0].path if best else None,
+        "best_val_loss": best[1].get("val_loss") if best else None,
+        "frames_per_s_per_worker": sum(throughput) / len(throughput) if throughput else None,
+        "peak_memory_mb": max((r.get("peak_memory_mb", 0) for r in records), default=None),
+        "wall_seconds": round(seconds, 1),
+        "metrics_file": str(run_dir / report.METRICS_FILE),
+    }

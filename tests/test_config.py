@@ -1,0 +1,76 @@
+"""Config files: unknown keys, wrong types and impossible values name the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from plexray.config import dump_config, load_config
+from plexray.errors import ConfigError
+from plexray.settings import PlexrayConfig
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "model:\n  dtype: bfloat16\n")
+    config = load_config(PlexrayConfig, path, ["model.device=cuda:1", "model.compile=true"])
+    assert (config.model.dtype, config.model.device, config.model.compile) == ("bfloat16", "cuda:1", True)
+    assert config.model.checkpoint == "demo"
+    assert load_config(PlexrayConfig, write(tmp_path, dump_config(config))) == config
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, "model:\n  chekpoint: hf://nvidia/personaplex-7b-v1\n")
+    with pytest.raises(ConfigError, match=rf"{path}: model.chekpoint: unknown key"):
+        load_config(PlexrayConfig, path)
+
+
+def test_wrong_type_and_impossible_value(tmp_path):
+    path = write(tmp_path, "model:\n  compile: [1, 2]\n  device: tpu\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(PlexrayConfig, path)
+    message = str(info.value)
+    assert f"{path}: model.compile: Input should be a valid boolean" in message
+    assert f"{path}: model.device: String should match pattern" in message and "'tpu'" in message
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(PlexrayConfig, tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(PlexrayConfig, write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(PlexrayConfig, write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(PlexrayConfig, None, ["model.dtype"])
+    with pytest.raises(ConfigError, match=r"<defaults>: model.dtype: Input should be 'float32'"):
+        load_config(PlexrayConfig, None, ["model.dtype=int4"])
+
+
+def test_example_configs_are_valid():
+    from repo_paths import REPO_ROOT
+
+    paths = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        load_config(PlexrayConfig, path)
+
+
+def test_reference_documents_every_key():
+    from plexray.config_cli import reference_markdown
+
+    text = reference_markdown(PlexrayConfig)
+    for name in PlexrayConfig.model_fields["model"].annotation.model_fields:
+        assert f"| `model.{name}` |" in text
+
+
+def test_committed_configuration_reference_is_current():
+    from plexray.config_cli import reference_markdown
+    from repo_paths import REPO_ROOT
+
+    committed = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert committed == reference_markdown(PlexrayConfig) + "\n", "run: plexray config reference > docs/configuration.md"

@@ -1,0 +1,43 @@
+"""The README's main command, shortened: data, training, merge, serving and a real conversation."""
+
+from __future__ import annotations
+
+import json
+
+import sphn
+
+from plexray.config import load_config
+from plexray.demo import run_demo
+from plexray.settings import PlexrayConfig
+
+from repo_paths import REPO_ROOT
+
+SHORTENED = [
+    "data.max_conversations=5",
+    "train.validation_fraction=0.4",  # two held-out conversations: one per worker
+    "train.max_steps=4",
+    "train.eval_every=2",
+    "serve.sessions_per_replica=1",
+    "serve.num_cpus=0.5",
+]
+
+
+def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path):
+    config = load_config(PlexrayConfig, REPO_ROOT / "configs" / "demo.yaml",
+                         [f"model.checkpoint={demo_checkpoint}", *SHORTENED])
+    summary = run_demo(config, tmp_path / "demo")
+    assert summary == json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["dataset"]["written"] >= 4
+    assert summary["training"]["steps"] == 4 and summary["training"]["num_workers"] == 2
+    before, after = summary["validation_loss"]["before"], summary["validation_loss"]["after"]
+    assert before > 0 and after > 0 and after != before  # the served model is the fine-tuned one
+    conversation = summary["conversation"]
+    reply, rate = sphn.read(conversation["reply_wav"])
+    assert rate == 24000 and reply.shape[-1] / rate >= conversation["user_seconds"] - 0.2
+    assert conversation["handshake_s"] > 0 and conversation["first_audio_s"] > 0
+    assert json.loads(open(conversation["transcript"]).read())["agent_text"] == conversation["agent_text"]
+
+    # A second run reuses the dataset, the training run and the merged checkpoint.
+    again = run_demo(config, tmp_path / "demo")
+    assert again["training"]["adapter"] == summary["training"]["adapter"]
+    assert again["dataset"]["written"] == summary["dataset"]["written"]

@@ -1,0 +1,96 @@
+"""`ray job submit` of jobs/train.py through Ray's job API, on a cluster of this module's own.
+
+The session's cluster runs without the dashboard, and the job API lives in the dashboard, so this
+module starts one head node with it (`ray start --head --block`, in a temp dir) and stops it by
+ending that process: it never touches any other Ray instance on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shards import train_overrides
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def job_cluster(demo_checkpoint, tmp_path_factory):
+    """A head node with the dashboard; yields the job API address."""
+    from ray.job_submission import JobSubmissionClient
+
+    # Every fixed default port of a node: other Ray instances on this machine may hold the defaults.
+    ports = {flag: _free_port() for flag in ("port", "dashboard-port", "dashboard-agent-listen-port",
+                                             "dashboard-agent-grpc-port", "metrics-export-port",
+                                             "runtime-env-agent-port", "ray-client-server-port")}
+    env = os.environ | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+                        "PLEXRAY_DEMO_DIR": str(demo_checkpoint), "RAY_ADDRESS": ""}
+    temp_dir = tmp_path_factory.mktemp("ray-jobs")
+    head = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=4", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+         *[f"--{flag}={port}" for flag, port in ports.items()]],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        banner = []
+        for line in head.stdout:  # the banner comes once the node (dashboard included) is up
+            banner.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            raise RuntimeError("ray start --head failed:\n" + "".join(banner))
+        yield JobSubmissionClient(address)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head process stops the node it started
+        head.wait(timeout=60)
+
+
+def _submit_when_ready(client, **job) -> str:
+    """The head's job agent registers a moment after the banner: poll for readiness (not a timed assertion)."""
+    for _ in range(240):
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc):
+                raise
+            time.sleep(0.5)
+    raise RuntimeError("the test cluster's job agent never became available")
+
+
+def test_ray_job_submit_runs_jobs_train(job_cluster, train_set, tmp_path):
+    overrides = train_overrides(train_set, tmp_path / "runs", **{
+        "train.run_name": "submitted", "train.num_workers": 1, "train.max_steps": 2, "train.eval_every": 2})
+    entrypoint = " ".join(["python jobs/train.py --config configs/train-demo.yaml",
+                           *[f"--set {item}" for item in overrides]])
+    job_id = _submit_when_ready(job_cluster, entrypoint=entrypoint, runtime_env={
+        "working_dir": str(REPO_ROOT), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"]})
+
+    async def follow() -> str:
+        text = []
+        async for chunk in job_cluster.tail_job_logs(job_id):  # ends when the job ends
+            text.append(chunk)
+        return "".join(text)
+
+    logs = asyncio.run(follow())
+    status = job_cluster.get_job_status(job_id)
+    assert str(status) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), logs[-3000:]
+    summary = json.loads((tmp_path / "runs" / "submitted" / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 2
