@@ -51,13 +51,18 @@ def test_bad_files_and_overrides(tmp_path):
         load_config(PlexrayConfig, None, ["model.dtype=int4"])
 
 
-def test_example_configs_are_valid():
+def test_example_configs_are_valid_and_load_back_from_their_dump(tmp_path):
+    """Jobs hand the dumped config to Ray workers and write it beside their outputs: it must load back
+    unchanged, derived values (the engine's slots from sessions_per_replica) included."""
     from repo_paths import REPO_ROOT
 
     paths = sorted((REPO_ROOT / "configs").glob("*.yaml"))
     assert paths
     for path in paths:
-        load_config(PlexrayConfig, path)
+        for overrides in ([], ["serve.sessions_per_replica=3"]):
+            config = load_config(PlexrayConfig, path, overrides)
+            assert load_config(PlexrayConfig, write(tmp_path, dump_config(config))) == config
+            assert PlexrayConfig.model_validate(config.model_dump(mode="json")) == config
 
 
 def test_reference_documents_every_key():

@@ -154,6 +154,11 @@ def _deploy(config, merged: Path) -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # A Serve instance already running (a re-run on the same cluster) keeps its own port: ask it.
+    # Ray has no public call for the proxy's port; the controller client holds it.
+    from ray.serve.context import _get_global_client
+
+    port = _get_global_client().http_config.port
     name = config.serve.app_name
     serve.run(sessions_application(config), name=name, route_prefix="/")
     serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")

@@ -6,9 +6,12 @@ autoscaling target 1 ongoing session per replica (utilisation 0.5), no downscali
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
+
+import httpx
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +34,28 @@ OVERRIDES = [
     "text_seed, audio_seed, repetition_penalty, repetition_penalty_context, pad_mult]}, "
     "barista: {voice: NATM0, text_prompt: 'You sell coffee.', sampling: {text_temperature: 0.5}}}",
 ]
+
+
+GUARD_S = 60  # failure guard for a single await on the server (never a timing assertion)
+
+
+def run(coroutine):
+    """Run a test's client scenario, failing (not hanging) if the server never answers."""
+    async def guarded():
+        return await asyncio.wait_for(coroutine, 180)
+
+    return asyncio.run(guarded())
+
+
+def status(fleet) -> dict:
+    return httpx.get(fleet["http"] + "/voice/status", timeout=10).json()
+
+
+def replica_states() -> dict:
+    """Serve's count of session replicas by state (RUNNING, STARTING, STOPPING, ...)."""
+    from ray import serve
+
+    return serve.status().applications["plexray"].deployments["PersonaPlexReplica"].replica_states
 
 
 def free_port() -> int:

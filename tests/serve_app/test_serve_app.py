@@ -13,28 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from serve_helpers import API_KEY, LIMITED_KEY, SESSIONS_PER_REPLICA, wait_until
+from serve_helpers import API_KEY, GUARD_S, LIMITED_KEY, SESSIONS_PER_REPLICA, replica_states, run, status, wait_until
 from plexray.serve.app.clients import ChatClient, Refused, VoiceClient, drain, events_until, frames_of
 
 pytestmark = pytest.mark.timeout(240)
-GUARD_S = 60  # failure guard for a single await on the server (never a timing assertion)
-
-
-def run(coroutine):
-    async def guarded():
-        return await asyncio.wait_for(coroutine, 180)
-
-    return asyncio.run(guarded())
-
-
-def status(fleet) -> dict:
-    return httpx.get(fleet["http"] + "/voice/status", timeout=10).json()
-
-
-def replica_states() -> dict:
-    from ray import serve
-
-    return serve.status().applications["plexray"].deployments["PersonaPlexReplica"].replica_states
 
 
 def test_status_and_health_are_served_by_the_ops_app(serve_fleet):
@@ -131,7 +113,7 @@ def test_json_protocol_conversation_and_malformed_messages(serve_fleet, speech):
     assert last[5][0] == "error" and "exceeds the limit" in last[5][1]["message"]
     assert last[6] == ("interrupted", {"type": "interrupted", "reason": "user_request"})
     assert after[-1][1]["pcm"].size == 1920
-    assert ended[-1][1]["reason"] == "closed" and close_code == 1000
+    assert ended[-1][1]["reason"] == "client_end" and close_code == 1000
 
 
 def test_wrong_or_missing_api_key_and_key_session_limit_are_refused(serve_fleet):

@@ -22,7 +22,7 @@ def test_sessions_per_replica_sets_engine_slots_and_serve_limits():
                                                    "serve.autoscaling.target_utilisation=0.5",
                                                    "serve.engine.max_session_s=100", "serve.drain_margin_s=20"])
     options = deployment_options(config)
-    assert config.serve.engine_config().max_sessions == 6
+    assert config.serve.engine.max_sessions == 6
     assert options["max_ongoing_requests"] == 8
     assert options["autoscaling_config"]["target_ongoing_requests"] == 3
     assert options["graceful_shutdown_timeout_s"] >= 100  # draining outlasts the longest conversation

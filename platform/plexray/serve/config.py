@@ -141,10 +141,9 @@ class ServeConfig(StrictModel):
                              f"({self.sessions_per_replica}); set only sessions_per_replica")
         if self.default_persona not in self.personas:
             raise ValueError(f"default_persona {self.default_persona!r} is not among personas {sorted(self.personas)}")
+        # Written into the engine section (not derived on use) so that a dumped config loads back as it was.
+        self.engine.max_sessions = self.sessions_per_replica
         return self
-
-    def engine_config(self) -> EngineConfig:
-        return self.engine.model_copy(update={"max_sessions": self.sessions_per_replica})
 
     @property
     def target_ongoing_requests(self) -> float:

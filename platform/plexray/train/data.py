@@ -61,7 +61,7 @@ def open_splits(dataset_dir: str | Path, validation_fraction: float, min_rows: i
         raise TrainingDataError(f"{dataset_dir}: the shards hold no conversations")
     check_codes(dataset_dir, first[0]["id"], first[0]["codes"])
 
-    ids = [str(i) for i in dataset.select_columns(["id"]).to_pandas()["id"]]
+    ids = [str(row["id"]) for row in dataset.select_columns(["id"]).take_all()]
     cutoff = validation_cutoff(ids, validation_fraction)
     train = dataset.filter(lambda row: cutoff is None or split_key(row["id"]) > cutoff)
     validation = dataset.filter(lambda row: split_key(row["id"]) <= cutoff) if cutoff is not None else None

@@ -25,8 +25,9 @@ from plexray.serve.engine import Session, SessionOutput
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
 
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_INVALID_DATA = 1000, 1001, 1007
-# How each engine end reason closes the socket: the replica stopping is 'going away', the rest normal.
-END_CLOSE_CODES = {"engine_stopped": CLOSE_GOING_AWAY}
+# How each end reason closes the socket: the replica stopping is 'going away', a client that broke the
+# protocol too often 'invalid data', the rest normal.
+END_CLOSE_CODES = {"engine_stopped": CLOSE_GOING_AWAY, "protocol_errors": CLOSE_INVALID_DATA}
 
 
 @dataclasses.dataclass
@@ -149,7 +150,8 @@ class VoiceProtocol:
 async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
                    on_protocol_error: tp.Callable[[], None] = lambda: None) -> str:
     """Run one accepted conversation to its end; returns why it ended. Always closes the session."""
-    sender = asyncio.create_task(_send_loop(ws, session, protocol))
+    client_reason: str | None = None  # set when the client ends the conversation (or breaks the protocol)
+    sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason))
     receiver = asyncio.create_task(_receive_loop(ws, session, protocol, limits, on_protocol_error))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,10 +160,10 @@ async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: 
         session.close()
         receiver.cancel()
     if client_reason is not None and client_reason != "disconnected":
-        # The client ended it (or broke the protocol): the sender drains and closes.
+        # The sender sends what is left, then 'ended' with the client's reason, and closes.
         await asyncio.wait({sender}, timeout=2.0)
         sender.cancel()
-        await _close(ws, CLOSE_INVALID_DATA if client_reason == "protocol_errors" else CLOSE_NORMAL, client_reason)
+        await _close(ws, END_CLOSE_CODES.get(client_reason, CLOSE_NORMAL), client_reason)
         return client_reason
     if client_reason == "disconnected":
         sender.cancel()
@@ -169,13 +171,16 @@ async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: 
     return sender.result()
 
 
-async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol) -> str:
+async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
+                     client_reason: tp.Callable[[], str | None]) -> str:
     try:
         if await session.wait_ready():
             await protocol.send_ready(ws)
         while (output := await session.next_output()) is not None:
             await protocol.send_output(ws, output)
         reason = session.ended_reason or "closed"
+        if reason == "closed":  # closed on this side: say why, when it was the client's doing
+            reason = client_reason() or reason
         await protocol.send_ended(ws, reason)
         await _close(ws, END_CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
         return reason

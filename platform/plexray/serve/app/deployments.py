@@ -112,7 +112,7 @@ class PersonaPlexReplica:
         platform = PlexrayConfig.model_validate(config)
         replica_id = serve.get_replica_context().replica_id.unique_id
         bundle = platform.model.load()
-        engine = Engine(bundle, platform.serve.engine_config())
+        engine = Engine(bundle, platform.serve.engine)
         self.service = SessionService(engine, platform.serve, HandleLedger(ledger), replica_id,
                                       ReplicaTelemetry(replica_id))
         ingress.PROCESS_APPS["sessions"] = session_app(self.service)
