@@ -116,6 +116,26 @@ def test_json_protocol_conversation_and_malformed_messages(serve_fleet, speech):
     assert ended[-1][1]["reason"] == "client_end" and close_code == 1000
 
 
+def test_a_client_that_keeps_sending_garbage_is_closed_with_1007(serve_fleet):
+    from plexray.serve.app.conversation import ConversationLimits
+
+    async def conversation():
+        async with VoiceClient.connect(serve_fleet["ws"] + "/ws/voice/assistant", api_key=API_KEY) as voice:
+            await asyncio.wait_for(voice.handshake(), GUARD_S)
+            for _ in range(ConversationLimits.max_protocol_errors):
+                await voice.send("{not json")
+            events = await events_until(voice, lambda kind, _: kind == "ended")
+            with contextlib.suppress(Exception):
+                await voice.ws.wait_closed()
+            return events, voice.close_code
+
+    events, close_code = run(conversation())
+    errors = [message for kind, message in events if kind == "error"]
+    assert len(errors) == ConversationLimits.max_protocol_errors + 1
+    assert "invalid messages: closing" in errors[-1]["message"]
+    assert events[-1][1]["reason"] == "protocol_errors" and close_code == 1007
+
+
 def test_wrong_or_missing_api_key_and_key_session_limit_are_refused(serve_fleet):
     async def attempt(**kwargs):
         try:

@@ -68,11 +68,17 @@ def align_words(words: tp.Sequence[Span], num_frames: int, tokenize: Tokenize) -
     return row, dropped
 
 
+def turn_frames(turn: Span, num_frames: int) -> tuple[int, int]:
+    """The frames [start, end) a turn covers: at least one, none past the end of the conversation."""
+    start = frame_of(turn.start_s)
+    return start, min(num_frames, max(frame_of(turn.end_s), start + 1))
+
+
 def align_onset(turns: tp.Sequence[Span], num_frames: int, tokenize: Tokenize) -> tuple[np.ndarray, int]:
     row = np.full(num_frames, TEXT_PADDING_ID, dtype=np.int64)
     dropped = 0
     for turn in sorted(turns, key=lambda t: t.start_s):
-        start, end = frame_of(turn.start_s), min(num_frames, max(frame_of(turn.end_s), frame_of(turn.start_s) + 1))
+        start, end = turn_frames(turn, num_frames)
         tokens = tokenize(turn.text)
         window = max(1, int((end - start) * ONSET_FRACTION), len(tokens))
         dropped += _place_run(row, start, tokens, min(end, start + window) - 1)
@@ -83,7 +89,7 @@ def align_uniform(turns: tp.Sequence[Span], num_frames: int, tokenize: Tokenize)
     row = np.full(num_frames, TEXT_PADDING_ID, dtype=np.int64)
     dropped = 0
     for turn in sorted(turns, key=lambda t: t.start_s):
-        start, end = frame_of(turn.start_s), min(num_frames, max(frame_of(turn.end_s), frame_of(turn.start_s) + 1))
+        start, end = turn_frames(turn, num_frames)
         tokens = tokenize(turn.text)
         span = end - start
         if len(tokens) > span:  # more tokens than frames: one per frame, the rest do not fit
