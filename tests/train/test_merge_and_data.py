@@ -60,6 +60,14 @@ def test_bad_training_sets_fail_with_the_reason(ray_cluster, demo_bundle, tmp_pa
     write_shards(tmp_path / "tiny", rows[:1])
     with pytest.raises(TrainingDataError, match="fewer than the 2 needed"):
         open_splits(tmp_path / "tiny", 0.0, min_rows=2)
+    with pytest.raises(TrainingDataError, match="the training split has 0 conversations"):
+        open_splits(tmp_path / "tiny", 0.5)  # its one conversation is held out for validation
+
+    write_shards(tmp_path / "four", rows)
+    train, validation = open_splits(tmp_path / "four", 0.25, min_rows=1)
+    assert (train.count(), validation.count()) == (3, 1)
+    with pytest.raises(TrainingDataError, match="the validation split has 1 conversations, fewer than the 2"):
+        open_splits(tmp_path / "four", 0.25, min_rows=2)
 
 
 def test_validation_split_has_the_exact_size_and_ignores_order():

@@ -63,13 +63,17 @@ def open_splits(dataset_dir: str | Path, validation_fraction: float, min_rows: i
 
     ids = [str(row["id"]) for row in dataset.select_columns(["id"]).take_all()]
     cutoff = validation_cutoff(ids, validation_fraction)
-    train = dataset.filter(lambda row: cutoff is None or split_key(row["id"]) > cutoff)
-    validation = dataset.filter(lambda row: split_key(row["id"]) <= cutoff) if cutoff is not None else None
-    for name, split in (("training", train), ("validation", validation)):
-        if split is None:
-            continue
-        rows = split.count()
-        if rows < min_rows:
+
+    def held_out(conversation_id: str) -> bool:
+        return cutoff is not None and split_key(conversation_id) <= cutoff
+
+    train = dataset.filter(lambda row: not held_out(row["id"]))
+    validation = dataset.filter(lambda row: held_out(row["id"])) if cutoff is not None else None
+    # Sizes from the ids already read (counting the filtered datasets would read every shard twice more).
+    validation_rows = sum(map(held_out, ids))
+    sizes = {"training": len(ids) - validation_rows, "validation": validation_rows if cutoff is not None else None}
+    for name, rows in sizes.items():
+        if rows is not None and rows < min_rows:
             raise TrainingDataError(
                 f"{dataset_dir}: the {name} split has {rows} conversations, fewer than the {min_rows} needed "
                 f"(one per worker); add data or change train.validation_fraction")
