@@ -65,8 +65,11 @@ def test_downscaling_lets_the_stopping_replicas_conversation_finish(serve_fleet,
         # Fill the first replica: load 2 > target 1 per replica, so Serve adds a second one.
         first = [await HeldSession(serve_fleet).open() for _ in range(SESSIONS_PER_REPLICA)]
         await later(lambda: replica_states().get("RUNNING") == 2, "autoscaling to 2 running replicas")
-        sessions = await later(lambda: (lambda r: r if len(r) == 2 else None)(replica_sessions(serve_fleet)),
-                               "the second replica's report")
+        def both_replicas_reporting():
+            sessions = replica_sessions(serve_fleet)
+            return sessions if len(sessions) == 2 else None
+
+        sessions = await later(both_replicas_reporting, "the second replica's report")
         newest = next(replica for replica, live in sessions.items() if live == 0)
 
         kept = await HeldSession(serve_fleet).open()  # goes to the empty (newest) replica
@@ -83,8 +86,11 @@ def test_downscaling_lets_the_stopping_replicas_conversation_finish(serve_fleet,
         still_stopping = replica_states().get("STOPPING") == 1
         kept_code = await kept.end()
         # With its last conversation over, the replica finishes stopping long before its drain timeout.
-        remaining = await later(lambda: (lambda r: r if len(r) == 1 and replica_states().get("STOPPING") is None
-                                         else None)(replica_sessions(serve_fleet)), "the stopped replica to leave")
+        def one_replica_left():
+            sessions = replica_sessions(serve_fleet)
+            return sessions if len(sessions) == 1 and replica_states().get("STOPPING") is None else None
+
+        remaining = await later(one_replica_left, "the stopped replica to leave")
         return first_codes, still_stopping, kept, kept_code, newest, remaining
 
     first_codes, still_stopping, kept, kept_code, newest, remaining = run(scenario())
