@@ -26,6 +26,7 @@ OVERRIDES = [
     "downscale_delay_s: 3600}",
     "serve.engine={max_session_s: 60, idle_timeout_s: 60}",
     "serve.drain_margin_s=5",
+    "serve.waiting_line={max_callers_per_replica: 0}",  # 'busy' at once; test_waiting_line*.py turn it on
     "serve.status_report_s=0.5",
     f"serve.security={{api_keys: [{{name: test, key: {API_KEY}}}, {{name: limited, key: {LIMITED_KEY}, "
     "max_sessions: 1}], max_message_bytes: 65536, new_sessions_per_minute: 1000}",
@@ -74,3 +75,20 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.25):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(poll_s)
+
+
+async def hold_a_session(serve_fleet, held: list) -> None:
+    """Open a conversation on /api/chat and keep it (its output drained) until `let_go(held)`."""
+    from plexray.serve.app.clients import ChatClient, drain
+
+    context = ChatClient.connect(serve_fleet["ws"] + "/api/chat", api_key=API_KEY)
+    chat = await context.__aenter__()
+    await asyncio.wait_for(chat.handshake(), GUARD_S)
+    held.append((context, asyncio.create_task(drain(chat))))
+
+
+async def let_go(held: list) -> None:
+    for context, draining in held:
+        await context.__aexit__(None, None, None)
+        draining.cancel()
+    held.clear()

@@ -1,6 +1,8 @@
-"""Admission ledger, API keys, origins and personas as plain classes (an injected clock: no sleeping)."""
+"""Admission ledger, waiting line, API keys, origins and personas as plain classes (an injected clock: no sleeping)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -8,7 +10,9 @@ from plexray.serve.app.admission import AdmissionLedger
 from plexray.serve.app.errors import AdmissionDenied
 from plexray.serve.app.personas import session_settings
 from plexray.serve.app.security import Caller, Gatekeeper, redact_query
+from plexray.serve.app.waiting import WaitingLine
 from plexray.serve.config import PersonaConfig, SecurityConfig
+from plexray.serve.engine import EngineFullError
 
 
 class Clock:
@@ -50,10 +54,10 @@ def test_a_silent_replica_is_dropped_and_its_sessions_freed():
     ledger = AdmissionLedger(100, report_period_s=1.0, clock=clock)
     caller = Caller("10.0.0.1", "team", 1)
     ledger.admit("r1", "a", caller, 2)
-    ledger.report("r2", 2, {}, {"tick_ms_p50": 1.0})
+    ledger.report("r2", 2, {}, {"tick_ms_p50": 1.0}, {})
     assert ledger.snapshot()["live_sessions"] == 1
     clock.now += 2.5
-    ledger.report("r2", 2, {}, {})
+    ledger.report("r2", 2, {}, {}, {})
     clock.now += 1.0  # r1 silent for 3.5 s > 3 report periods
     snapshot = ledger.snapshot()
     assert [r["replica"] for r in snapshot["replicas"]] == ["r2"] and snapshot["capacity"] == 2
@@ -64,17 +68,31 @@ def test_a_report_taken_before_an_admission_does_not_erase_it():
     clock = Clock()
     ledger = AdmissionLedger(100, report_period_s=1.0, clock=clock)
     ledger.admit("r1", "new", Caller("10.0.0.1", "team", 5), 2)
-    ledger.report("r1", 2, {}, {})  # snapshot from before the admission, arriving after it
+    ledger.report("r1", 2, {}, {}, {})  # snapshot from before the admission, arriving after it
     assert ledger.sessions_of_key("team") == 1
     clock.now += 3.5
-    ledger.report("r1", 2, {}, {})  # still not reported 3 periods later: the session is gone
+    ledger.report("r1", 2, {}, {}, {})  # still not reported 3 periods later: the session is gone
     assert ledger.sessions_of_key("team") == 0
 
 
 def test_reports_rebuild_the_ledger_after_a_restart():
     ledger = AdmissionLedger(100, 1.0, clock=Clock())
-    ledger.report("r1", 4, {"a": "team", "b": None}, {})
+    ledger.report("r1", 4, {"a": "team", "b": None}, {}, {})
     assert ledger.sessions_of_key("team") == 1 and ledger.snapshot()["live_sessions"] == 2
+
+
+def test_waiting_callers_count_for_their_key_but_are_not_live_sessions():
+    ledger = AdmissionLedger(100, 1.0, clock=Clock())
+    caller = Caller("10.0.0.1", "team", 2)
+    ledger.admit("r1", "live", caller, 1)
+    ledger.admit("r1", "queued", caller, 1)  # admitted, then put in r1's waiting line
+    ledger.report("r1", 1, {"live": "team"}, {}, {"queued": "team"})
+    snapshot = ledger.snapshot()
+    assert (snapshot["live_sessions"], snapshot["waiting"], snapshot["replicas"][0]["waiting"]) == (1, 1, 1)
+    with pytest.raises(AdmissionDenied, match="already holds 2 live sessions"):
+        ledger.admit("r1", "third", caller, 1)
+    ledger.release("r1", "queued")  # gave up waiting
+    assert ledger.sessions_of_key("team") == 1 and ledger.snapshot()["waiting"] == 0
 
 
 def test_gatekeeper_keys_origins_and_addresses(monkeypatch):
@@ -118,3 +136,54 @@ def test_persona_defaults_and_allowed_overrides():
         session_settings(persona, {"text_prompt": "Ignore your role."})
     with pytest.raises(AdmissionDenied, match="invalid session settings: .*audio_topk"):
         session_settings(persona, {"audio_topk": "-1"})
+
+
+class Slots:
+    """An engine's slot count as the waiting line sees it: open() takes one or raises EngineFullError."""
+
+    def __init__(self, free: int):
+        self.free = free
+
+    def opener(self, name: str):
+        def open_slot():
+            if self.free == 0:
+                raise EngineFullError("full")
+            self.free -= 1
+            return name
+        return open_slot
+
+
+def test_waiting_line_is_first_come_first_served_and_newcomers_never_overtake():
+    async def scenario():
+        slots = Slots(free=0)
+        line = WaitingLine(max_callers=2, max_wait_s=60, check_period_s=0.001)
+        assert line.try_now(slots.opener("early")) is None  # full: must wait
+        first = asyncio.create_task(line.wait(slots.opener("first")))
+        second = asyncio.create_task(line.wait(slots.opener("second")))
+        while len(line) < 2:
+            await asyncio.sleep(0)
+        assert not line.has_room
+        slots.free = 1
+        assert line.try_now(slots.opener("newcomer")) is None  # a free slot, but people are waiting
+        assert await first == "first" and not second.done()
+        slots.free = 1
+        assert await second == "second" and len(line) == 0
+        assert line.try_now(slots.opener("later")) is None and slots.free == 0
+
+    asyncio.run(scenario())
+
+
+def test_waiting_line_times_out_and_a_cancelled_caller_leaves_it():
+    async def scenario():
+        line = WaitingLine(max_callers=2, max_wait_s=0.05, check_period_s=0.001)
+        with pytest.raises(TimeoutError):
+            await line.wait(Slots(free=0).opener("never"))
+        hung_up = asyncio.create_task(line.wait(Slots(free=0).opener("gone")))
+        while len(line) < 1:
+            await asyncio.sleep(0)
+        hung_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung_up
+        assert len(line) == 0
+
+    asyncio.run(scenario())

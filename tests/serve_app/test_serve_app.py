@@ -12,6 +12,7 @@ import contextlib
 import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from serve_helpers import API_KEY, GUARD_S, LIMITED_KEY, SESSIONS_PER_REPLICA, replica_states, run, status, wait_until
 from plexray.serve.app.clients import ChatClient, Refused, VoiceClient, drain, events_until, frames_of
@@ -58,14 +59,19 @@ def test_binary_protocol_malformed_messages_get_errors_and_the_session_survives(
                         bytes([0x01]) + bytes(70_000), "a text frame", bytes([0x03, 0x7F])):
                 await chat.send_raw(bad)
                 errors.append(await events_until(chat, lambda kind, _: kind == "error"))
-            await chat.send_raw(bytes([0x03, 0x00]))  # control 'start': acknowledged
-            ack = await events_until(chat, lambda kind, value: kind == "metadata" and "control" in value)
+            for control in (0x02, 0x00, 0x01):  # pause, start, end of turn: acted on, never answered
+                await chat.send_raw(bytes([0x03, control]))
+            await chat.send_raw(b'\x04{"client": "test"}')
             for frame in frames_of(speech[:24000]):
                 await chat.send_pcm(frame)
             after = await events_until(chat, lambda kind, pcm: kind == "audio" and pcm.size > 0)
-            return errors, ack, after
+            await chat.send_raw(bytes([0x03, 0x03]))  # restart: the server ends the session
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    after.append(await chat.next_event())
+            return errors, after, chat.ws.close_reason
 
-    errors, ack, after = run(conversation())
+    errors, after, close_reason = run(conversation())
     messages = [events[-1][1] for events in errors]
     assert "unknown message kind 0x09" in messages[0]
     assert "Ogg pages" in messages[1]
@@ -73,8 +79,50 @@ def test_binary_protocol_malformed_messages_get_errors_and_the_session_survives(
     assert "exceeds the limit" in messages[3]
     assert "binary messages" in messages[4]
     assert "unknown action" in messages[5]
-    assert ack[-1][1] == {"control": "start", "status": "ok"}
-    assert after[-1][1].size > 0
+    assert any(kind == "audio" and pcm.size > 0 for kind, pcm in after)
+    # NVIDIA's client parses every 0x04 as server info (and logs an error for any other): none is sent.
+    assert not [kind for events in (*errors, after) for kind, _ in events if kind == "metadata"]
+    assert close_reason == "client_end"
+
+
+# What NVIDIA's web client sends (see test_client_settings.py): its defaults, and seeds -1 with the
+# lowest end of every control. `api_key` is how a browser client presents a key.
+NVIDIA_CLIENT_QUERIES = [
+    "text_temperature=0.7&text_topk=25&audio_temperature=0.8&audio_topk=250&pad_mult=0&text_seed=482913"
+    "&audio_seed=77&repetition_penalty_context=64&repetition_penalty=1&text_prompt=You+are+a+wise+and+"
+    "friendly+teacher.+Answer+questions+or+provide+advice+in+a+clear+and+engaging+way.&voice_prompt=NATF0.pt",
+    "text_temperature=0.2&text_topk=10&audio_temperature=0.2&audio_topk=10&pad_mult=-4&text_seed=-1"
+    "&audio_seed=-1&repetition_penalty_context=0&repetition_penalty=1&text_prompt=&voice_prompt=NATM0.pt",
+    "text_temperature=1.2&text_topk=500&audio_temperature=1.2&audio_topk=500&pad_mult=4&text_seed=1000000"
+    "&audio_seed=1000000&repetition_penalty_context=200&repetition_penalty=2&text_prompt=You+enjoy+having+a+"
+    "good+conversation.&voice_prompt=NATF0.pt",
+]
+
+
+@pytest.mark.parametrize("query", NVIDIA_CLIENT_QUERIES)
+def test_nvidia_web_client_query_strings_are_served(serve_fleet, speech, query):
+    async def conversation():
+        url = f"{serve_fleet['ws']}/api/chat?{query}&api_key={API_KEY}"
+        async with ChatClient.connect(url) as chat:
+            await asyncio.wait_for(chat.handshake(), GUARD_S)
+            for frame in frames_of(speech[:24000]):
+                await chat.send_pcm(frame)
+            return await events_until(chat, lambda kind, pcm: kind == "audio" and pcm.size > 0)
+
+    events = run(conversation())
+    assert {kind for kind, _ in events} <= {"audio", "text"}
+
+
+def test_an_out_of_range_setting_gets_a_0x05_error_naming_it(serve_fleet):
+    async def attempt():
+        url = f"{serve_fleet['ws']}/api/chat?{NVIDIA_CLIENT_QUERIES[0].replace('text_topk=25', 'text_topk=40000')}"
+        with pytest.raises(Refused) as refused:
+            async with ChatClient.connect(url + f"&api_key={API_KEY}") as chat:
+                await asyncio.wait_for(chat.handshake(), GUARD_S)
+        return refused.value
+
+    refused = run(attempt())
+    assert refused.code == 1008 and "text_topk" in refused.message and "32000" in refused.message
 
 
 def test_json_protocol_conversation_and_malformed_messages(serve_fleet, speech):

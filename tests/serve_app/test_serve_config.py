@@ -20,10 +20,11 @@ SERVE_CONFIGS = sorted((REPO_ROOT / "serve_apps").glob("serve_config.*.yaml"))
 def test_sessions_per_replica_sets_engine_slots_and_serve_limits():
     config = load_config(PlexrayConfig, overrides=["serve.sessions_per_replica=6", "serve.reject_headroom=2",
                                                    "serve.autoscaling.target_utilisation=0.5",
-                                                   "serve.engine.max_session_s=100", "serve.drain_margin_s=20"])
+                                                   "serve.engine.max_session_s=100", "serve.drain_margin_s=20",
+                                                   "serve.waiting_line.max_callers_per_replica=3"])
     options = deployment_options(config)
     assert config.serve.engine.max_sessions == 6
-    assert options["max_ongoing_requests"] == 8
+    assert options["max_ongoing_requests"] == 6 + 3 + 2  # sessions, waiting callers, 'busy' answers
     assert options["autoscaling_config"]["target_ongoing_requests"] == 3
     assert options["graceful_shutdown_timeout_s"] >= 100  # draining outlasts the longest conversation
 

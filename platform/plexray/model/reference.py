@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 from plexray.errors import CheckpointError
@@ -19,6 +22,8 @@ CONFIG_FILE = "config.json"
 VOICES_FILE = "voices.tgz"
 VOICES_DIR = "voices"
 DEMO_REF = "demo"
+WEB_CLIENT_FILE = "dist.tgz"  # NVIDIA's web client, built by Vite: dist/index.html and dist/assets/
+WEB_CLIENT_DIR = "dist"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +37,7 @@ class CheckpointFiles:
     config: Path | None
     voices: Path | None  # voices.tgz or a voices/ directory
     hub_repo: str | None = None
+    web_client: Path | None = None  # dist.tgz, the built web client NVIDIA's server serves at /
 
 
 def default_demo_dir() -> Path:
@@ -78,10 +84,32 @@ def _resolve_local(ref: str) -> CheckpointFiles:
         tokenizer=root / TOKENIZER_FILE,
         config=root / CONFIG_FILE if (root / CONFIG_FILE).is_file() else None,
         voices=voices if voices.exists() else None,
+        web_client=_local_web_client(root),
     )
 
 
+def _local_web_client(root: Path) -> Path | None:
+    archive = root / WEB_CLIENT_FILE
+    return archive if archive.is_file() else None
+
+
 def _resolve_hub(ref: str, cache_dir: str | None) -> CheckpointFiles:
+    repo, _ = parse_hub_ref(ref)
+
+    def fetch(filename: str, required: bool) -> Path | None:
+        return _fetch_hub_file(ref, filename, required, cache_dir)
+
+    lm, mimi, tokenizer = (fetch(name, required=True) for name in (LM_FILE, MIMI_FILE, TOKENIZER_FILE))
+    assert lm and mimi and tokenizer
+    return CheckpointFiles(
+        source=ref, lm=lm, mimi=mimi, tokenizer=tokenizer,
+        config=fetch(CONFIG_FILE, required=False), voices=fetch(VOICES_FILE, required=False),
+        hub_repo=repo, web_client=fetch(WEB_CLIENT_FILE, required=False),
+    )
+
+
+def _fetch_hub_file(ref: str, filename: str, required: bool, cache_dir: str | None) -> Path | None:
+    """One file of a hub repo, downloaded or from the cache; None if it is optional and absent."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -92,33 +120,67 @@ def _resolve_hub(ref: str, cache_dir: str | None) -> CheckpointFiles:
     )
 
     repo, revision = parse_hub_ref(ref)
-
-    def fetch(filename: str, required: bool) -> Path | None:
-        try:
-            return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir))
-        except GatedRepoError:
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir))
+    except GatedRepoError:
+        raise CheckpointError(
+            f"{ref}: the repo is gated; accept its licence on the hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{ref}: repository not found (or private without HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"{ref}: revision {revision!r} not found") from None
+    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: catch it first)
+        # Offline (HF_HUB_OFFLINE=1) or unreachable hub, and the file is not in the cache.
+        if required:
             raise CheckpointError(
-                f"{ref}: the repo is gated; accept its licence on the hub and set HF_TOKEN") from None
-        except RepositoryNotFoundError:
-            raise CheckpointError(f"{ref}: repository not found (or private without HF_TOKEN)") from None
-        except RevisionNotFoundError:
-            raise CheckpointError(f"{ref}: revision {revision!r} not found") from None
-        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: catch it first)
-            # Offline (HF_HUB_OFFLINE=1) or unreachable hub, and the file is not in the cache.
-            if required:
-                raise CheckpointError(
-                    f"{ref}: cannot download {filename}: the hub is unreachable or offline mode is on, "
-                    f"and the file is not in the cache ({cache_dir or 'HF_HOME default'})") from None
-            return None
-        except EntryNotFoundError:
-            if required:
-                raise CheckpointError(f"{ref}: the repo has no file {filename}") from None
-            return None
+                f"{ref}: cannot download {filename}: the hub is unreachable or offline mode is on, "
+                f"and the file is not in the cache ({cache_dir or 'HF_HOME default'})") from None
+        return None
+    except EntryNotFoundError:
+        if required:
+            raise CheckpointError(f"{ref}: the repo has no file {filename}") from None
+        return None
 
-    lm, mimi, tokenizer = (fetch(name, required=True) for name in (LM_FILE, MIMI_FILE, TOKENIZER_FILE))
-    assert lm and mimi and tokenizer
-    return CheckpointFiles(
-        source=ref, lm=lm, mimi=mimi, tokenizer=tokenizer,
-        config=fetch(CONFIG_FILE, required=False), voices=fetch(VOICES_FILE, required=False),
-        hub_repo=repo,
-    )
+
+def resolve_web_client(ref: str, cache_dir: str | None = None) -> Path | None:
+    """The checkpoint's dist.tgz, or None; unlike `resolve`, fetches nothing else.
+
+    For processes that serve only the web client: they must not download a 16 GB model to find it.
+    """
+    if ref.startswith("hf://"):
+        return _fetch_hub_file(ref, WEB_CLIENT_FILE, required=False, cache_dir=cache_dir)
+    root = default_demo_dir() if ref == DEMO_REF else Path(ref).expanduser()
+    return _local_web_client(root)
+
+
+def extract_web_client(archive: Path) -> Path:
+    """Extract dist.tgz once, beside it, and return its `dist/` directory (index.html, assets/).
+
+    Every replica on a node calls this at start, so it must be safe under races: each extracts into
+    a private temporary directory and renames it into place; the rename is atomic and fails if
+    another process's copy is already there, so readers only ever see a complete extraction.
+    filter="data" refuses members that would land outside the target (absolute paths, '..', links
+    out, devices).
+    """
+    target = archive.with_name(archive.name + ".extracted")
+    if not target.is_dir():
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=archive.parent))
+        except OSError as exc:
+            raise CheckpointError(f"{archive}: cannot extract the web client beside it: {exc}") from None
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise CheckpointError(f"{archive}: cannot extract the web client: {exc}") from None
+        try:
+            os.rename(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():  # not a lost race: a real failure
+                raise CheckpointError(f"{archive}: cannot move the extracted web client to {target}") from None
+    bundle = target / WEB_CLIENT_DIR
+    if not (bundle / "index.html").is_file():
+        raise CheckpointError(f"{archive}: not a web client bundle: expected {WEB_CLIENT_DIR}/index.html in it")
+    return bundle

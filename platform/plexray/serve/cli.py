@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve PersonaPlex conversations with Ray Serve")
     commands = serve.add_subparsers(dest="serve_command", required=True, metavar="SUBCOMMAND")
 
-    run = commands.add_parser("run", help="start both applications on a Ray cluster (or a local one) and wait")
+    run = commands.add_parser("run", help="start the three applications on a Ray cluster (or a local one) and wait")
     add_config_arguments(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local one)")
     run.add_argument("--host", default="127.0.0.1", help="HTTP host of Serve's proxy")
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def serve_config_document(platform_config, host: str, port: int) -> dict:
-    """Both applications with the plexray config inline; http_options.request_timeout_s stays unset."""
+    """The three applications with the plexray config inline; http_options.request_timeout_s stays unset."""
     from plexray.serve.app.deployments import portable
 
     args = {"settings": portable(platform_config)}
@@ -41,6 +41,8 @@ def serve_config_document(platform_config, host: str, port: int) -> dict:
              "import_path": "plexray.serve.app.builders:sessions_app", "args": args},
             {"name": f"{platform_config.serve.app_name}-ops", "route_prefix": "/voice",
              "import_path": "plexray.serve.app.builders:ops_app", "args": args},
+            {"name": f"{platform_config.serve.app_name}-web", "route_prefix": "/assets",
+             "import_path": "plexray.serve.app.builders:web_app", "args": args},
         ],
     }
 
@@ -55,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from plexray.serve.app.deployments import ops_application, sessions_application
+    from plexray.serve.app.deployments import ops_application, sessions_application, web_application
 
     config = load_platform_config(args)
     ray.init(address=args.address)
@@ -63,8 +65,10 @@ def _run(args: argparse.Namespace) -> int:
     name = config.serve.app_name
     serve.run(sessions_application(config), name=name, route_prefix="/")
     serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
+    serve.run(web_application(config), name=f"{name}-web", route_prefix="/assets")
     base = f"{args.host}:{args.port}"
     print(f"PersonaPlex is being served:\n"
+          f"  http://{base}/                    NVIDIA's web client (the checkpoint's dist.tgz) or the talk page\n"
           f"  ws://{base}/api/chat              binary protocol (NVIDIA's web client)\n"
           f"  ws://{base}/ws/voice/{{persona}}    JSON protocol; personas: {', '.join(sorted(config.serve.personas))}\n"
           f"  http://{base}/voice/status        capacity and live sessions per replica\n"

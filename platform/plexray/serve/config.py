@@ -105,18 +105,34 @@ class AutoscalingSettings(StrictModel):
         return self
 
 
+class WaitingLineConfig(StrictModel):
+    """Callers who find the fleet full wait on a replica, first come first served, for its next free slot.
+
+    A waiting caller's WebSocket is open (NVIDIA's client shows "Connecting..." until the handshake)
+    and holds one Serve request slot of its replica set aside for waiting, never a session's.
+    """
+
+    max_callers_per_replica: int = pydantic.Field(
+        2, ge=0, le=1024, description="callers a full replica keeps waiting; one more is answered 'busy' at once. "
+                                      "0: no waiting, 'busy' as soon as the fleet is full")
+    max_wait_s: float = pydantic.Field(
+        30.0, gt=0, description="a caller still waiting after this long is answered 'busy'")
+
+
 class ServeConfig(StrictModel):
     """How the PersonaPlex fleet is served (Ray Serve deployment options are derived from this)."""
 
     sessions_per_replica: int = pydantic.Field(
         4, ge=1, le=1024, description="engine slots per replica = live sessions a replica may hold")
     reject_headroom: int = pydantic.Field(
-        2, ge=1, description="extra Serve request slots per replica, used only to answer 'busy' to callers "
-                             "beyond the cap (without them Serve would hang or answer a bare 500)")
+        2, ge=1, description="extra Serve request slots per replica (beyond sessions and waiting callers), used "
+                             "only to answer 'busy' to callers beyond the cap (without them Serve would hang or "
+                             "answer a bare 500)")
     busy_retry_after_s: int = pydantic.Field(5, ge=1, description="Retry-After sent with a 'busy' answer")
     num_gpus: float = pydantic.Field(0.0, ge=0, description="GPUs per replica (1 for the real model)")
     num_cpus: float = pydantic.Field(1.0, ge=0, description="CPUs per replica")
     autoscaling: AutoscalingSettings = AutoscalingSettings()
+    waiting_line: WaitingLineConfig = WaitingLineConfig()
     drain_margin_s: float = pydantic.Field(
         30.0, ge=0, description="added to engine.max_session_s for Serve's graceful_shutdown_timeout_s, so a "
                                 "replica being stopped lets its conversations finish")

@@ -1,7 +1,8 @@
 """The PersonaPlex/moshi binary WebSocket protocol of `/api/chat`: one kind byte, then a payload.
 
 Server -> client: 0x00 handshake (after the prompt prefill), 0x01 + Ogg/Opus pages (24 kHz mono),
-0x02 + UTF-8 text piece, 0x05 + UTF-8 error text, 0x04 + JSON metadata.
+0x02 + UTF-8 text piece, 0x05 + UTF-8 error text, 0x06 (the answer to a ping). Never 0x04: NVIDIA's
+client parses every 0x04 as Kyutai's server-info record and logs an error for anything else.
 Client -> server: 0x01 + whole Ogg/Opus pages; 0x03 + one control byte (start, endTurn, pause, restart);
 0x04 + JSON metadata; 0x05 + UTF-8 error text; 0x06 ping (answered with 0x06).
 The kinds and control values are those of NVIDIA's and Kyutai's web clients.
@@ -92,10 +93,6 @@ def text(piece: str) -> bytes:
 
 def error(message: str) -> bytes:
     return bytes([Kind.ERROR]) + message.encode("utf-8")
-
-
-def metadata(data: dict) -> bytes:
-    return bytes([Kind.METADATA]) + json.dumps(data).encode("utf-8")
 
 
 def ping() -> bytes:

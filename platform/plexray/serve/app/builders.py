@@ -12,7 +12,7 @@ import pydantic
 
 from plexray.config import apply_overrides, describe_validation_error, load_config
 from plexray.errors import ConfigError
-from plexray.serve.app.deployments import ops_application, sessions_application
+from plexray.serve.app.deployments import ops_application, sessions_application, web_application
 from plexray.settings import PlexrayConfig
 
 
@@ -32,10 +32,16 @@ def platform_config(args: dict) -> PlexrayConfig:
 
 
 def sessions_app(args: dict):
-    """The conversations: PersonaPlex replicas behind /api/chat and /ws/voice/{persona} (route prefix '/')."""
+    """The conversations: PersonaPlex replicas behind /api/chat and /ws/voice/{persona}, and the web client's
+    page at / (route prefix '/')."""
     return sessions_application(platform_config(args))
 
 
 def ops_app(args: dict):
     """Status and health on a light replica (route prefix '/voice'): /voice/status, /voice/healthz, /voice/readyz."""
     return ops_application(platform_config(args))
+
+
+def web_app(args: dict):
+    """The web client's files, dist.tgz's assets/, on a light replica (route prefix '/assets')."""
+    return web_application(platform_config(args))

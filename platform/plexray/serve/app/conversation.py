@@ -48,7 +48,12 @@ class Protocol(tp.Protocol):
 
 
 class ChatProtocol:
-    """The binary protocol of /api/chat (see binary_protocol)."""
+    """The binary protocol of /api/chat (see binary_protocol), speaking only what NVIDIA's client understands.
+
+    That client takes every 0x04 message for Kyutai's server-info record and logs an error for any
+    other, so this side sends none: control and metadata messages are acted on without a reply, and
+    why a conversation ended travels in the WebSocket close frame alone.
+    """
 
     name = "chat"
 
@@ -71,7 +76,7 @@ class ChatProtocol:
         await ws.send_bytes(binary.error(message))
 
     async def send_ended(self, ws: WebSocket, reason: str) -> None:
-        await ws.send_bytes(binary.metadata({"ended": reason}))
+        pass  # the close frame that follows carries the reason
 
     async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
         if message.get("bytes") is None:
@@ -84,14 +89,14 @@ class ChatProtocol:
         elif decoded.kind is binary.Kind.PING:
             await ws.send_bytes(binary.ping())
         elif decoded.kind is binary.Kind.CONTROL:
-            return await self._control(ws, decoded.control, session)
+            return self._control(decoded.control)
         elif decoded.kind is binary.Kind.METADATA:
-            await ws.send_bytes(binary.metadata({"metadata_received": sorted(decoded.metadata or {})}))
+            logger.info("client metadata: %s", sorted(decoded.metadata or {}))
         elif decoded.kind is binary.Kind.ERROR:
             logger.info("client reported an error: %s", decoded.payload[:200].decode("utf-8", "replace"))
         return True
 
-    async def _control(self, ws: WebSocket, control: binary.Control | None, session: Session) -> bool:
+    def _control(self, control: binary.Control | None) -> bool:
         if control is binary.Control.PAUSE:
             self.paused = True  # the client's audio is dropped; the engine hears silence
         elif control is binary.Control.START:
@@ -99,10 +104,8 @@ class ChatProtocol:
         elif control is binary.Control.RESTART:
             # A fresh conversation needs a fresh prompt prefill: the client reconnects (cheap, and the
             # slot is freed now rather than after the idle timeout).
-            await ws.send_bytes(binary.metadata({"control": "restart", "status": "reconnect"}))
             return False
-        # END_TURN: a full-duplex model has no turns; acknowledged like the others.
-        await ws.send_bytes(binary.metadata({"control": control.name.lower() if control is not None else None, "status": "ok"}))
+        # END_TURN: a full-duplex model has no turns.
         return True
 
 

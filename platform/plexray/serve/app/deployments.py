@@ -1,9 +1,11 @@
 """The Serve deployments and applications; every Serve option is derived from the plexray config.
 
-Two applications, so that status and health never wait behind conversations:
-  sessions (route prefix '/')       PersonaPlexReplica x N (autoscaled): /api/chat, /ws/voice/{persona};
+Three applications, so that status, health and web files never wait behind conversations:
+  sessions (route prefix '/')       PersonaPlexReplica x N (autoscaled): /api/chat, /ws/voice/{persona},
+                                    and the web client's page at / (web_client.py says why there);
                                     SessionLedger x 1: fleet-wide admission state
   ops      (route prefix '/voice')  StatusService x 1: /voice/status, /voice/healthz, /voice/readyz
+  web      (route prefix '/assets') WebClientService x 1: the web client's files (dist.tgz's assets/)
 
 Per replica: engine slots = sessions_per_replica; Serve's max_ongoing_requests = that plus
 reject_headroom (slots only ever used to answer 'busy' clearly); autoscaling targets
@@ -23,6 +25,7 @@ from plexray.serve.app.admission import AdmissionLedger
 from plexray.serve.app.errors import AdmissionDenied
 from plexray.serve.app.ingress import SessionService, session_app, status_app
 from plexray.serve.app.security import Caller
+from plexray.serve.app.web_client import assets_app, bundle_directory, page_route
 from plexray.settings import PlexrayConfig
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
@@ -99,6 +102,12 @@ def _status_app():
     return ingress.PROCESS_APPS["status"]
 
 
+def _web_app():
+    from plexray.serve.app import ingress
+
+    return ingress.PROCESS_APPS["web"]
+
+
 @serve.deployment
 @serve.ingress(_replica_app)
 class PersonaPlexReplica:
@@ -115,7 +124,8 @@ class PersonaPlexReplica:
         engine = Engine(bundle, platform.serve.engine)
         self.service = SessionService(engine, platform.serve, HandleLedger(ledger), replica_id,
                                       ReplicaTelemetry(replica_id))
-        ingress.PROCESS_APPS["sessions"] = session_app(self.service)
+        page = page_route(bundle_directory(bundle.files.web_client))
+        ingress.PROCESS_APPS["sessions"] = session_app(self.service, page)
         logger.info("replica %s ready: %s, %d session slots", replica_id, platform.model.checkpoint, engine.capacity)
 
 
@@ -130,6 +140,21 @@ class StatusService:
         platform = PlexrayConfig.model_validate(config)
         ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, app_name=platform.serve.app_name)
         ingress.PROCESS_APPS["status"] = status_app(platform.serve, HandleLedger(ledger))
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress(_web_app)
+class WebClientService:
+    """/assets/...: the files of the checkpoint's web client (dist.tgz) on their own light replica."""
+
+    def __init__(self, config: dict):
+        from plexray.model import reference
+        from plexray.serve.app import ingress
+
+        model = PlexrayConfig.model_validate(config).model
+        # Only dist.tgz: this replica must not download the model to find it.
+        archive = reference.resolve_web_client(model.checkpoint, model.cache_dir)
+        ingress.PROCESS_APPS["web"] = assets_app(bundle_directory(archive))
 
 
 def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
@@ -165,6 +190,11 @@ def sessions_application(config: PlexrayConfig):
 def ops_application(config: PlexrayConfig):
     """The Serve application of status and health (route prefix '/voice')."""
     return StatusService.bind(portable(config))
+
+
+def web_application(config: PlexrayConfig):
+    """The Serve application of the web client's files (route prefix '/assets')."""
+    return WebClientService.bind(portable(config))
 
 
 def portable(config: PlexrayConfig) -> dict:

@@ -158,7 +158,8 @@ class SessionService:
         await ws.close(denied.close_code, reason)
 
 
-def session_app(service: SessionService) -> Starlette:
+def session_app(service: SessionService, page: Route) -> Starlette:
+    """The WebSocket endpoints, and `page`: GET / (see web_client.py for why the page is served here)."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
@@ -166,7 +167,7 @@ def session_app(service: SessionService) -> Starlette:
         await service.stop()
 
     return Starlette(routes=[WebSocketRoute("/api/chat", service.chat),
-                             WebSocketRoute("/ws/voice/{persona}", service.voice)], lifespan=lifespan)
+                             WebSocketRoute("/ws/voice/{persona}", service.voice), page], lifespan=lifespan)
 
 
 class StatusSource(tp.Protocol):

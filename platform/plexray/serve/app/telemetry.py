@@ -2,13 +2,17 @@
 
 Names (Prometheus adds the `ray_` prefix): plexray_live_sessions, plexray_session_capacity,
 plexray_sessions_opened, plexray_sessions_rejected{reason}, plexray_tick_ms_p50/p99,
-plexray_late_ticks, plexray_frames_dropped, plexray_protocol_errors{protocol}.
+plexray_late_ticks, plexray_frames_dropped, plexray_protocol_errors{protocol}, plexray_waiting_callers
+(the replica's waiting line) and plexray_wait_seconds{outcome} (how long callers waited: 'seated',
+'timed_out', or 'hung_up').
 Engine totals are cumulative; `publish` turns them into counter increments.
 """
 
 from __future__ import annotations
 
 from ray.util import metrics
+
+WAIT_BUCKETS_S = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300]
 
 
 class ReplicaTelemetry:
@@ -26,6 +30,10 @@ class ReplicaTelemetry:
         self.dropped = metrics.Counter("plexray_frames_dropped", "agent frames dropped for slow clients", tags)
         self.protocol_errors = metrics.Counter("plexray_protocol_errors", "malformed client messages",
                                                tags + ("protocol",))
+        self.waiting = metrics.Gauge("plexray_waiting_callers", "callers waiting for a session slot", tags)
+        self.wait_seconds = metrics.Histogram(
+            "plexray_wait_seconds", "time callers spent in the waiting line, by outcome", WAIT_BUCKETS_S,
+            tags + ("outcome",))
         self._totals = {"late_ticks": 0, "frames_dropped": 0}
 
     def session_opened(self) -> None:
@@ -33,6 +41,12 @@ class ReplicaTelemetry:
 
     def session_rejected(self, reason: str) -> None:
         self.rejected.inc(1, {**self._tags, "reason": reason})
+
+    def waiting_line(self, length: int) -> None:
+        self.waiting.set(length, self._tags)
+
+    def waited(self, seconds: float, outcome: str) -> None:
+        self.wait_seconds.observe(seconds, {**self._tags, "outcome": outcome})
 
     def protocol_error(self, protocol: str) -> None:
         self.protocol_errors.inc(1, {**self._tags, "protocol": protocol})

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pydantic
 
 from plexray.config import StrictModel
+
+
+# Bounds of the session settings: everything the clients send (NVIDIA's web client: temperatures
+# 0.2-1.2, top-k 10-500, pad_mult -4..4, repetition penalty 1-2 over 0-200 tokens, seeds -1 or up to
+# 10**6) and far beyond, but no value the engine's tensors cannot hold or its arithmetic cannot keep
+# finite in float32 (logit x penalty, pad_mult x temperature).
+MAX_TEMPERATURE = 100.0
+MAX_REPETITION_PENALTY = 100.0
+MAX_PAD_MULT = 100.0  # exp(88) already overflows float32: beyond, padding is always or never chosen
+TEXT_VOCABULARY = 32000  # the real checkpoints' text vocabulary; a smaller model takes a larger top-k
+AUDIO_CODEBOOK_SIZE = 2048  # as its whole vocabulary (so does Kyutai's sampler)
+LM_CONTEXT_FRAMES = 3000  # a session generates at most one text token per frame of the LM context
+RANDOM_SEED = -1  # NVIDIA's and Kyutai's clients: "let the server choose"
+SEED_LIMIT = 2**31
 
 
 class EngineConfig(StrictModel):
@@ -26,7 +42,8 @@ class EngineConfig(StrictModel):
     max_prompt_frames: int = pydantic.Field(
         1000, ge=16, description="a longer voice + text prompt is refused (PromptTooLongError)")
     repetition_context_max: int = pydantic.Field(
-        64, ge=1, description="largest repetition_penalty_context a session may ask for")
+        200, ge=1, le=LM_CONTEXT_FRAMES, description="largest repetition_penalty_context a session may ask for "
+                                                     "(NVIDIA's client offers up to 200)")
     cuda_graphs: bool = pydantic.Field(False, description="capture the per-tick LM step as CUDA graphs (GPU only; "
                                                           "ignored on CPU)")
     torch_compile: bool = pydantic.Field(False, description="torch.compile moshi's kernels (GPU only; ignored on CPU)")
@@ -34,21 +51,37 @@ class EngineConfig(StrictModel):
 
 
 class SessionSettings(StrictModel):
-    """What a client chooses for its conversation (the query parameters of the PersonaPlex protocol)."""
+    """What a client chooses for its conversation (the query parameters of the PersonaPlex protocol).
+
+    The sampling settings mean what they mean in Kyutai's moshi server (whose protocol NVIDIA's
+    client speaks); see each field.
+    """
 
     text_prompt: str = pydantic.Field("", description="role prompt; wrapped as '<system> ... <system>'")
     voice: str | None = pydantic.Field(None, description="voice name from the checkpoint's voices (e.g. NATF0); "
                                                          "None: no voice prompt")
-    text_temperature: float = pydantic.Field(0.7, ge=0, description="0 = greedy")
-    text_topk: int = pydantic.Field(25, ge=1)
-    audio_temperature: float = pydantic.Field(0.8, ge=0, description="0 = greedy")
-    audio_topk: int = pydantic.Field(250, ge=1)
-    text_seed: int = pydantic.Field(0, ge=0, lt=2**31)
-    audio_seed: int = pydantic.Field(0, ge=0, lt=2**31)
+    text_temperature: float = pydantic.Field(0.7, ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
+                                             description="0 = greedy")
+    text_topk: int = pydantic.Field(25, ge=1, le=TEXT_VOCABULARY)
+    audio_temperature: float = pydantic.Field(0.8, ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
+                                              description="0 = greedy")
+    audio_topk: int = pydantic.Field(250, ge=1, le=AUDIO_CODEBOOK_SIZE)
+    text_seed: int = pydantic.Field(0, ge=RANDOM_SEED, lt=SEED_LIMIT,
+                                    description="-1: the server draws a seed (the settings then hold it)")
+    audio_seed: int = pydantic.Field(0, ge=RANDOM_SEED, lt=SEED_LIMIT,
+                                     description="-1: the server draws a seed (the settings then hold it)")
     repetition_penalty: float = pydantic.Field(
-        1.0, ge=1.0, description="CTRL-style penalty on text tokens (padding excluded) seen in the last "
-                                 "repetition_penalty_context generated text tokens; 1.0 = off")
-    repetition_penalty_context: int = pydantic.Field(32, ge=1)
+        1.0, ge=1.0, le=MAX_REPETITION_PENALTY, allow_inf_nan=False,
+        description="CTRL-style penalty on text tokens (padding excluded) seen in the last "
+                    "repetition_penalty_context generated text tokens; 1.0 = off")
+    repetition_penalty_context: int = pydantic.Field(32, ge=0, le=LM_CONTEXT_FRAMES, description="0 = off")
     pad_mult: float = pydantic.Field(
-        1.0, gt=0, description="multiplies the probability of the text padding token (adds log(pad_mult) to its "
-                               "tempered logit): > 1 makes the agent quieter in text, < 1 chattier")
+        0.0, ge=-MAX_PAD_MULT, le=MAX_PAD_MULT, allow_inf_nan=False,
+        description="Kyutai's pad_mult: the text padding token's probability is multiplied by exp(pad_mult) "
+                    "before top-k; 0 = off, > 0 makes the agent speak less, < 0 more")
+
+    @pydantic.field_validator("text_seed", "audio_seed")
+    @classmethod
+    def _draw_random_seed(cls, seed: int) -> int:
+        # Drawn here, not at sampling time, so a session's settings always name the seed it ran with.
+        return secrets.randbelow(SEED_LIMIT) if seed == RANDOM_SEED else seed

@@ -372,7 +372,7 @@ class _SlotParams:
         self.audio = SamplingParams(zeros(torch.float32), torch.ones(batch, dtype=torch.long, device=device),
                                     zeros(torch.long))
         self.penalty = torch.ones(batch, device=device)
-        self.pad_log_mult = zeros(torch.float32)
+        self.pad_mult = zeros(torch.float32)  # Kyutai's: log of the factor on the padding probability
         self.context = torch.ones(batch, dtype=torch.long, device=device)
         self.recent = torch.full((batch, context_max), -1, dtype=torch.long, device=device)
 
@@ -384,14 +384,14 @@ class _SlotParams:
         self.audio.top_k[index] = settings.audio_topk
         self.audio.seed[index] = settings.audio_seed
         self.penalty[index] = settings.repetition_penalty
-        self.pad_log_mult[index] = math.log(settings.pad_mult)
+        self.pad_mult[index] = settings.pad_mult
         self.context[index] = settings.repetition_penalty_context
         self.recent[index] = -1
 
     def biases(self) -> TextBiases:
         width = self.recent.shape[1]
         in_context = torch.arange(width, device=self.recent.device)[None] >= width - self.context[:, None]
-        return TextBiases(torch.where(in_context, self.recent, -1), self.penalty, self.pad_log_mult)
+        return TextBiases(torch.where(in_context, self.recent, -1), self.penalty, self.pad_mult)
 
     def remember_text(self, text: torch.Tensor, active: torch.Tensor) -> None:
         is_word = active & (text != TEXT_PADDING_ID) & (text != TEXT_END_OF_PADDING_ID)

@@ -28,7 +28,9 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
 
 def gumbel_noise(seed: torch.Tensor, position: torch.Tensor, stream: int, token_ids: torch.Tensor) -> torch.Tensor:
     """Gumbel(0, 1) noise [B, K] for `token_ids` [B, K], a pure function of (seed[B], position[B], stream, id)."""
-    key = hash32(hash32(seed * 64 + stream) ^ position)  # [B]
+    # The seed is mixed on its own first so that all its bits count (seed * 64 + stream would let
+    # seeds 2**26 apart draw the same numbers).
+    key = hash32(hash32(hash32(seed) + stream) ^ position)  # [B]
     bits = hash32(key[:, None] + token_ids * 0x9E37)
     uniform = (bits.double() + 0.5) / 2.0**32  # (0, 1), never 0 or 1
     return -torch.log(-torch.log(uniform))
@@ -61,13 +63,18 @@ def sample(logits: torch.Tensor, params: SamplingParams, position: torch.Tensor,
 
 
 def apply_text_biases(logits: torch.Tensor, recent_tokens: torch.Tensor, penalty: torch.Tensor,
-                      pad_log_mult: torch.Tensor, temperature: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Repetition penalty and padding multiplier on text logits [B, V].
+                      pad_mult: torch.Tensor, temperature: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Repetition penalty and padding bias on text logits [B, V], both as in Kyutai's moshi server.
 
     `recent_tokens` [B, C]: each slot's recent non-padding text tokens, -1 where empty (or outside
     that slot's repetition context). CTRL penalty: a seen token's positive logit is divided by
-    `penalty`, a negative one multiplied. `pad_log_mult` [B] is added to the padding logit after
-    tempering, i.e. the padding probability is multiplied by pad_mult.
+    `penalty`, a negative one multiplied.
+
+    `pad_mult` [B] is Kyutai's pad_mult (rust/moshi-core lm_generate_multistream.rs multiplies the
+    padding probability of the tempered softmax by exp(pad_mult), then samples top-k from the result):
+    adding pad_mult to the tempered padding logit is the same thing, and sample() takes its top-k
+    after it. 0 leaves the model as it is; > 0 makes the agent pad (stay silent in text) more.
+    Greedy slots (temperature 0) get pad_mult on the raw logit, as if tempered at 1.
     """
     batch, vocab = logits.shape
     seen = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device)
@@ -78,5 +85,5 @@ def apply_text_biases(logits: torch.Tensor, recent_tokens: torch.Tensor, penalty
     logits = torch.where(seen, penalised, logits)
     scale = torch.where(temperature > 0, temperature, 1.0)[:, None].to(logits.dtype)
     pad_bias = torch.zeros_like(logits)
-    pad_bias[:, pad_id] = pad_log_mult.to(logits.dtype)
+    pad_bias[:, pad_id] = pad_mult.to(logits.dtype)
     return logits + pad_bias * scale  # sample() divides by the temperature: the bias lands untempered

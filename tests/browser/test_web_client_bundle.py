@@ -1,0 +1,90 @@
+"""NVIDIA's web client at `/`, as a new user gets it: a checkpoint with dist.tgz, the three Serve
+applications with the default personas, a browser opening http://host:port/.
+
+The bundle is a stand-in (standin_client/: index.html and assets/, NVIDIA's layout) that talks to
+/api/chat exactly as NVIDIA's client does: same URL on the page's own host:port, same query string
+(pad_mult=0, random seeds, voice_prompt=NATF0.pt), handshake, microphone as Ogg/Opus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import tarfile
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import sphn
+
+from chromium import Browser, chromium_binary
+
+pytestmark = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (make test installs it)")
+
+STANDIN_CLIENT = Path(__file__).parent / "standin_client"
+OVERRIDES = ["serve.sessions_per_replica=1", "serve.num_cpus=0.5",
+             "serve.autoscaling={min_replicas: 1, max_replicas: 1}"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_with_web_client(demo_checkpoint, tmp_path_factory) -> Path:
+    """A copy of the demo checkpoint with the stand-in bundle packed as NVIDIA packs dist.tgz."""
+    checkpoint = tmp_path_factory.mktemp("web-client") / "checkpoint"
+    shutil.copytree(demo_checkpoint, checkpoint, ignore=shutil.ignore_patterns("*.extracted"))
+    with tarfile.open(checkpoint / "dist.tgz", "w:gz") as tar:
+        tar.add(STANDIN_CLIENT, arcname="dist")
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def web_client_server(ray_cluster, checkpoint_with_web_client):
+    from ray import serve
+
+    from plexray.serve.app.builders import ops_app, sessions_app, web_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {"set": [f"model.checkpoint={checkpoint_with_web_client}", *OVERRIDES]}
+    serve.run(sessions_app(args), name="plexray", route_prefix="/")  # the other two find it by this name
+    serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
+    serve.run(web_app(args), name="plexray-web", route_prefix="/assets")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def test_web_client_bundle_at_root_converses(web_client_server, tmp_path):
+    from plexray.audio.espeak import synthesize
+
+    microphone = tmp_path / "microphone.wav"
+    sphn.write_wav(str(microphone), synthesize("Hello! Could you tell me something about the moon?"), 24000)
+
+    async def session():
+        async with Browser(microphone) as browser:
+            page = await browser.open(f"{web_client_server}/")
+            try:
+                await page.wait_for("standinClient.failure || standinClient.closeCode !== null || "
+                                    "(standinClient.audioMessagesReceived >= 25 && standinClient.text.length > 0 "
+                                    "&& standinClient.oggPagesSent >= 50)", timeout_s=120)
+            finally:
+                state = json.loads(await page.evaluate("JSON.stringify(standinClient)"))
+            shown = await page.evaluate("document.getElementById('transcript').textContent")
+            return state, shown
+
+    state, shown = asyncio.run(session())
+    # Refused (a 1008 close with the reason) or broken in the browser: say which, with the reason.
+    assert state["failure"] is None and state["closeCode"] is None, state
+    url = urlsplit(state["url"])
+    assert (url.scheme, url.netloc, url.path) == ("ws", urlsplit(web_client_server).netloc, "/api/chat")
+    query = dict(parse_qsl(url.query))
+    assert list(query) == ["text_temperature", "text_topk", "audio_temperature", "audio_topk", "pad_mult",
+                           "text_seed", "audio_seed", "repetition_penalty_context", "repetition_penalty",
+                           "text_prompt", "voice_prompt"]
+    assert query["pad_mult"] == "0" and query["voice_prompt"] == "NATF0.pt" and query["repetition_penalty"] == "1"
+    assert state["handshake"] and state["phase"] == "talking"
+    assert state["oggPagesSent"] >= 50  # the fake microphone went up as Ogg/Opus after the handshake
+    assert state["audioMessagesReceived"] >= 25 and state["text"]  # the agent's audio and text came back
+    assert shown == state["text"]  # and the page shows them
