@@ -8,6 +8,7 @@ Three applications, so that status, health and web files never wait behind conve
   web      (route prefix '/assets') WebClientService x 1: the web client's files (dist.tgz's assets/)
 
 Per replica: engine slots = sessions_per_replica; Serve's max_ongoing_requests = that plus
+waiting_line.max_callers_per_replica (slots only for callers waiting for a session) plus
 reject_headroom (slots only ever used to answer 'busy' clearly); autoscaling targets
 sessions_per_replica x target_utilisation ongoing requests; graceful_shutdown_timeout_s covers
 engine.max_session_s, so a replica chosen for downscaling finishes its conversations first.
@@ -53,8 +54,8 @@ class SessionLedger:
     async def release(self, replica_id: str, session_id: str) -> None:
         self.ledger.release(replica_id, session_id)
 
-    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict) -> None:
-        self.ledger.report(replica_id, capacity, sessions, metrics)
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict, waiting: dict) -> None:
+        self.ledger.report(replica_id, capacity, sessions, metrics, waiting)
 
     async def forget(self, replica_id: str) -> None:
         self.ledger.forget(replica_id)
@@ -77,8 +78,8 @@ class HandleLedger:
     async def release(self, replica_id: str, session_id: str) -> None:
         await self.handle.release.remote(replica_id, session_id)
 
-    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict) -> None:
-        await self.handle.report.remote(replica_id, capacity, sessions, metrics)
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict, waiting: dict) -> None:
+        await self.handle.report.remote(replica_id, capacity, sessions, metrics, waiting)
 
     async def forget(self, replica_id: str) -> None:
         await self.handle.forget.remote(replica_id)
@@ -162,7 +163,10 @@ def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
     serve_config = config.serve
     scaling = serve_config.autoscaling
     return {
-        "max_ongoing_requests": serve_config.sessions_per_replica + serve_config.reject_headroom,
+        # A waiting caller holds one of the slots set aside for the waiting line, never a session's; the
+        # headroom beyond both is only ever used to answer 'busy'.
+        "max_ongoing_requests": (serve_config.sessions_per_replica + serve_config.waiting_line.max_callers_per_replica
+                                 + serve_config.reject_headroom),
         # Unbounded: every new connection waits in the router until a replica takes it (a burst of
         # connects queues there for milliseconds); a bound would answer a burst with a bare 500.
         # Waiting never hangs because full replicas still have headroom slots to refuse with.

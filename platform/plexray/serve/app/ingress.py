@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import time
 import typing as tp
 import uuid
 
@@ -18,15 +19,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from plexray.serve.app import binary_protocol, json_protocol
 from plexray.serve.app.conversation import ChatProtocol, ConversationLimits, VoiceProtocol, converse
 from plexray.serve.app.errors import AdmissionDenied
 from plexray.serve.app.personas import bad_request, resolve_persona, session_settings
 from plexray.serve.app.security import Caller, Gatekeeper, redact_query
+from plexray.serve.app.waiting import WaitingLine
 from plexray.serve.config import ServeConfig
-from plexray.serve.engine import Engine, EngineFullError, SessionSettingsError
+from plexray.serve.engine import Engine, Session, SessionSettings, SessionSettingsError
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
 
@@ -41,7 +43,8 @@ class Ledger(tp.Protocol):
 
     async def admit(self, replica_id: str, session_id: str, caller: Caller, capacity: int) -> None: ...
     async def release(self, replica_id: str, session_id: str) -> None: ...
-    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict) -> None: ...
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict,
+                     waiting: dict) -> None: ...
     async def forget(self, replica_id: str) -> None: ...
 
 
@@ -54,6 +57,8 @@ class SessionService:
         self.telemetry = telemetry
         self.gatekeeper = Gatekeeper(config.security)
         self.sessions: dict[str, str | None] = {}  # live session id -> API key name
+        self.waiting: dict[str, str | None] = {}  # session id of a caller in the waiting line -> API key name
+        self.line = WaitingLine(config.waiting_line.max_callers_per_replica, config.waiting_line.max_wait_s)
         self._tasks: list[asyncio.Task] = []
 
     # ----- lifecycle -----------------------------------------------------------------------------
@@ -86,7 +91,8 @@ class SessionService:
         summary = {key: metrics[key] for key in ("tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped",
                                                   "sessions_opened", "sessions_refused")}
         try:
-            await self.ledger.report(self.replica_id, self.engine.capacity, dict(self.sessions), summary)
+            await self.ledger.report(self.replica_id, self.engine.capacity, dict(self.sessions), summary,
+                                     dict(self.waiting))
         except Exception as exc:  # noqa: BLE001 - the ledger restarting must not stop the reports
             logger.warning("cannot report to the admission ledger: %s", exc)
 
@@ -111,15 +117,28 @@ class SessionService:
         try:
             caller = self.gatekeeper.check(ws.headers, ws.query_params, ws.client)
             settings = session_settings(resolve_persona(self.config.personas, persona_name), overrides)
-            session = await self._open(session_id, caller, settings)
+            await self.ledger.admit(self.replica_id, session_id, caller, self.engine.capacity)
         except AdmissionDenied as denied:
-            await self._reject(ws, denied, make_protocol(session_id, None))
+            await self._refuse(ws, denied, make_protocol(session_id, None))
+            return
+        try:
+            session = await self._take_slot(ws, session_id, caller, settings)
+        except AdmissionDenied as denied:
+            await self._release(session_id)
+            await self._refuse(ws, denied, make_protocol(session_id, None))
+            return
+        if session is None:  # hung up while waiting
+            await self._release(session_id)
             return
         self.sessions[session_id] = caller.key_name
+        # Seeds asked as -1 were drawn by the server: logged, so the conversation can be replayed.
+        logger.info("session %s: text_seed %d, audio_seed %d", session_id, session.settings.text_seed,
+                    session.settings.audio_seed)
         if self.telemetry is not None:
             self.telemetry.session_opened()
         try:
-            await ws.accept()
+            if ws.application_state == WebSocketState.CONNECTING:  # not yet accepted to wait in line
+                await ws.accept()
             protocol = make_protocol(session_id, session.settings.voice)
             limits = ConversationLimits(self.config.security.max_message_bytes)
             on_error = (lambda: self.telemetry.protocol_error(protocol.name)) if self.telemetry else (lambda: None)
@@ -128,34 +147,98 @@ class SessionService:
         finally:
             session.close()
             self.sessions.pop(session_id, None)
-            with contextlib.suppress(Exception):
-                await self.ledger.release(self.replica_id, session_id)
+            await self._release(session_id)
 
-    async def _open(self, session_id: str, caller: Caller, settings):
-        await self.ledger.admit(self.replica_id, session_id, caller, self.engine.capacity)
+    async def _release(self, session_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ledger.release(self.replica_id, session_id)
+
+    async def _take_slot(self, ws: WebSocket, session_id: str, caller: Caller,
+                         settings: SessionSettings) -> Session | None:
+        """An engine slot at once, or after waiting in this replica's line; None if the caller hung up
+        while waiting. Raises AdmissionDenied for bad settings, a full line, or a wait too long."""
+        session = self.line.try_now(lambda: self._open_session(settings))
+        if session is not None:
+            return session
+        if not self.line.has_room:
+            raise self._busy(f"all {self.engine.capacity} sessions of this replica are taken, {len(self.line)} "
+                             f"callers are waiting and the fleet is at its limit")
+        self.waiting[session_id] = caller.key_name
+        self._line_changed()
+        started, outcome = time.monotonic(), "hung_up"
+        try:
+            session = await self._wait_in_line(ws, settings)
+            if session is not None:
+                outcome = "seated"
+            return session
+        except TimeoutError:
+            outcome = "timed_out"
+            raise self._busy(f"no session slot came free within {self.line.max_wait_s:g} s") from None
+        finally:
+            waited_s = time.monotonic() - started
+            self.waiting.pop(session_id, None)
+            self._line_changed()
+            if self.telemetry is not None:
+                self.telemetry.waited(waited_s, outcome)
+            logger.info("session %s: %s after %.1f s in the waiting line", session_id, outcome, waited_s)
+
+    async def _wait_in_line(self, ws: WebSocket, settings: SessionSettings) -> Session | None:
+        """Open the WebSocket and wait; None if the caller hangs up meanwhile.
+
+        The caller sees a connection awaiting its handshake, as with NVIDIA's server (which makes a
+        second caller wait on its lock): NVIDIA's client shows "Connecting..." until then.
+        """
+        await ws.accept()
+        seated = asyncio.create_task(self.line.wait(lambda: self._open_session(settings)))
+        hung_up = asyncio.create_task(_until_disconnected(ws))
+        try:
+            await asyncio.wait({seated, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (seated, hung_up):
+                task.cancel()
+            # Both settled before the conversation reads the socket (two readers at once would fail).
+            await asyncio.gather(seated, hung_up, return_exceptions=True)
+        if not hung_up.cancelled():  # the caller hung up
+            if not seated.cancelled() and seated.exception() is None:
+                seated.result().close()  # seated in the same instant as the caller left
+            return None
+        return seated.result()
+
+    def _open_session(self, settings: SessionSettings) -> Session:
+        """A slot of this replica's engine; raises EngineFullError while it is full."""
         try:
             return self.engine.open_session(settings)
-        except EngineFullError:
-            await self.ledger.release(self.replica_id, session_id)
-            raise AdmissionDenied("busy", f"all {self.engine.capacity} sessions of this replica are taken and the "
-                                          f"fleet is at its limit; retry in {self.config.busy_retry_after_s} s",
-                                  CLOSE_TRY_AGAIN_LATER, self.config.busy_retry_after_s) from None
         except SessionSettingsError as exc:
-            await self.ledger.release(self.replica_id, session_id)
             raise bad_request(str(exc)) from None
 
-    async def _reject(self, ws: WebSocket, denied: AdmissionDenied, protocol) -> None:
-        """Accept, send the protocol's error message, close with the denial's code: fast and explicit."""
+    def _busy(self, why: str) -> AdmissionDenied:
+        return AdmissionDenied("busy", f"{why}; retry in {self.config.busy_retry_after_s} s", CLOSE_TRY_AGAIN_LATER,
+                               self.config.busy_retry_after_s)
+
+    def _line_changed(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.waiting_line(len(self.waiting))
+
+    async def _refuse(self, ws: WebSocket, denied: AdmissionDenied, protocol) -> None:
+        """Send the protocol's error message and close with the denial's code: fast and explicit."""
         logger.info("session refused (%s): %s", denied.reason, denied)
         if self.telemetry is not None:
             self.telemetry.session_rejected(denied.reason)
-        await ws.accept()
-        if isinstance(protocol, VoiceProtocol):
-            await ws.send_text(json_protocol.error(str(denied), denied.reason, denied.retry_after_s))
-        else:
-            await ws.send_bytes(binary_protocol.error(str(denied)))
-        reason = f"{denied.reason}: {denied}".encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
-        await ws.close(denied.close_code, reason)
+        if ws.application_state == WebSocketState.CONNECTING:
+            await ws.accept()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # a waiting caller may be gone already
+            if isinstance(protocol, VoiceProtocol):
+                await ws.send_text(json_protocol.error(str(denied), denied.reason, denied.retry_after_s))
+            else:
+                await ws.send_bytes(binary_protocol.error(str(denied)))
+            reason = f"{denied.reason}: {denied}".encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+            await ws.close(denied.close_code, reason)
+
+
+async def _until_disconnected(ws: WebSocket) -> None:
+    """Read (and drop) what a waiting client sends before its conversation starts, until it hangs up."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 def session_app(service: SessionService, page: Route) -> Starlette:
@@ -191,7 +274,8 @@ def status_app(config: ServeConfig, ledger: StatusSource) -> Starlette:
             "adapters": personas, "default_persona": config.default_persona,
             "websocket_endpoint": "/ws/voice/{adapter_name}", "binary_endpoint": "/api/chat",
             "sessions_per_replica": config.sessions_per_replica,
-            "capacity": fleet["capacity"], "live_sessions": fleet["live_sessions"], "replicas": fleet["replicas"],
+            "capacity": fleet["capacity"], "live_sessions": fleet["live_sessions"], "waiting": fleet["waiting"],
+            "replicas": fleet["replicas"],
         })
 
     async def healthz(request: Request) -> JSONResponse:
