@@ -15,8 +15,9 @@ files belong on a light application of their own. The page itself cannot move th
 application at route prefix '/' is ever asked for '/', and that has to be the sessions
 application, because its WebSocket endpoints sit under two top-level paths (/api/chat and
 /ws/voice/{persona}) and an application has a single route prefix. The page is one short request
-per visit; it takes one of the `reject_headroom` slots that every session replica keeps beyond
-its sessions (the ones that answer 'busy'), so it loads even when every session slot is taken.
+per visit; it takes one of the slots that every session replica keeps beyond its sessions (for
+the waiting line, and `reject_headroom` to answer 'busy'), so it loads even when every session
+slot is taken. It still needs a running session replica: while the first one starts, it waits.
 
 NVIDIA's bundle (Vite's default layout) holds nothing else at its top level: index.html and
 assets/. The client's `?worker_addr=host:port` is the page's own business: `/` ignores the query.
