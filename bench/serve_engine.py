@@ -47,7 +47,8 @@ def full_bundle(device: str):
     from moshi.models import loaders
 
     from plexray.model import architectures
-    from plexray.model.loader import ModelBundle, build_lm
+    from plexray.model.architectures import build_lm
+    from plexray.model.loader import ModelBundle
     from plexray.model.prompt import derive_prompt_codes
 
     demo = demo_bundle()  # only for its tokenizer (the prompt's token ids are all < 32000)

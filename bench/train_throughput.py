@@ -66,7 +66,7 @@ def demo_runs(workdir: Path, steps: int, max_frames: int) -> dict:
 def gpu_7b(steps: int = 4, frames: int = 2048, batch: int = 1) -> dict:
     """The 7B PersonaPlex architecture, random init, on one GPU: LoRA rank 128, bf16, checkpointing."""
     from plexray.model import architectures
-    from plexray.model.loader import build_lm
+    from plexray.model.architectures import build_lm
     from plexray.train import lora
     from plexray.train.config import LoraConfig, OptimConfig
     from plexray.train.data import Batch

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plexray.model import architectures, layout
-from plexray.model.loader import build_lm
+from plexray.model.architectures import build_lm
 from moshi.models import loaders
 
 from repo_paths import REFERENCE_DIR

@@ -12,6 +12,8 @@ import torch
 from plexray.errors import CheckpointError
 from plexray.model import load_model, reference
 from plexray.model.prompt import build_prompt_frames, wrap_system_prompt
+from plexray.model.voice_prefill import read_voice_prefill
+from plexray.model.voices import encode_voice
 
 
 def make_hub_cache(cache_dir: Path, repo: str, checkpoint: Path, files: list[str] | None = None) -> None:
@@ -44,12 +46,11 @@ def test_demo_bundle_runs_forward_and_mimi(demo_bundle):
     assert bundle.family == "personaplex" and bundle.lm.dep_q == 16
     assert sorted(bundle.voices) == ["NATF0", "NATM0", "VARF0", "VARM0"]
     voice = bundle.voices["NATF0"]
-    samples = torch.from_numpy(voice.load_wav())
-    codes = bundle.mimi.encode(samples[None, None])
+    codes = encode_voice(bundle.mimi, voice.load_wav())[None]
     assert codes.shape[:2] == (1, 8) and codes.min() >= 0 and codes.max() < 2048
     assert len(set(codes[0, 0].tolist())) > 5  # speech gives varied codes, not one constant
-    prefill = voice.load_embeddings()
-    assert prefill["embeddings"].shape == (codes.shape[2], bundle.lm.dim)
+    prefill = read_voice_prefill(voice.pt_path, bundle.lm)  # NVIDIA's layout: one input per frame but the first
+    assert prefill.embeddings.shape == (codes.shape[2] - 1, bundle.lm.dim)
     frames = build_prompt_frames(codes[0], bundle.tokenizer.encode(wrap_system_prompt("Be kind.")),
                                  bundle.prompt_codes)
     out = bundle.lm(frames.codes[None])

@@ -9,7 +9,8 @@ from engine_helpers import run_alone, user_audio
 
 from plexray.errors import PlexrayError
 from plexray.model import load_model
-from plexray.model.demo import input_embeddings, transformer_inputs, voice_prefill
+from plexray.model.inputs import input_embeddings, transformer_inputs
+from plexray.model.voice_prefill import make_voice_prefill, read_voice_prefill, write_voice_prefill
 from plexray.model.prompt import FRAME_SAMPLES, SILENCE_FRAMES, build_prompt_frames, wrap_system_prompt
 from plexray.serve.engine import Engine, EngineConfig, EngineFullError, SessionSettings, SessionSettingsError
 
@@ -110,23 +111,26 @@ def test_prompt_phase_layout_in_the_token_streams(make_engine, engine_bundle):
     silence = torch.tensor(codes_pc.silence)[:, None]
     assert torch.equal(codes[1:9, frames.voice_frames:], silence.expand(-1, codes.shape[1] - frames.voice_frames))
     assert torch.equal(codes[9:], torch.tensor(codes_pc.sine)[:, None].expand(-1, codes.shape[1]))
-    # the .pt replay equals the embeddings the codes path gives for the frames after the voice
+    # after the .pt's saved inputs, the positions read the codes (the model never sees frame 0)
     with torch.no_grad():
-        from_codes = input_embeddings(engine_bundle.lm, transformer_inputs(engine_bundle.lm, codes[None]))[0]
-    torch.testing.assert_close(plan.embeddings[frames.voice_frames + 1:], from_codes[frames.voice_frames + 1:])
-    assert plan.num_frames == frames.voice_frames + 2 * SILENCE_FRAMES + len(prompt_ids)
+        from_codes = input_embeddings(engine_bundle.lm, transformer_inputs(engine_bundle.lm, codes[None, :, 1:]))[0]
+    voice_positions = frames.voice_frames - 1
+    torch.testing.assert_close(plan.embeddings[voice_positions:], from_codes[voice_positions:])
+    assert plan.num_frames == frames.voice_frames + 2 * SILENCE_FRAMES + len(prompt_ids) - 1
 
 
-def test_voice_pt_replays_what_the_codes_would_feed(engine_bundle):
-    """voice_prefill's embeddings = the transformer inputs of the voice frames laid out by build_prompt_frames."""
+def test_voice_prefill_round_trip_holds_the_voice_frames(engine_bundle, tmp_path):
+    """A written .pt reads back; its inputs are those of voice frames 1..V-1 and its ring holds the last two."""
     lm = engine_bundle.lm
     voice_codes = torch.randint(0, lm.card, (8, 20), generator=torch.Generator().manual_seed(3))
-    data = voice_prefill(lm, voice_codes, engine_bundle.prompt_codes)
+    write_voice_prefill(tmp_path / "V.pt", make_voice_prefill(lm, voice_codes, engine_bundle.prompt_codes))
+    prefill = read_voice_prefill(tmp_path / "V.pt", lm)
     frames = build_prompt_frames(voice_codes, [5, 6, 7], engine_bundle.prompt_codes)
     with torch.no_grad():
-        expected = input_embeddings(lm, transformer_inputs(lm, frames.codes[None]))[0, :20]
-    torch.testing.assert_close(data["embeddings"], expected)
-    assert torch.equal(data["cache"], frames.codes[:, 17:20])
+        expected = input_embeddings(lm, transformer_inputs(lm, frames.model_codes[None]))[0, :19]
+    torch.testing.assert_close(prefill.embeddings, expected)
+    assert prefill.num_voice_frames == 20
+    assert torch.equal(prefill.last_frames(lm.delays), frames.codes[:, 18:20])
 
 
 def test_prompt_changes_the_conversation(make_engine):
@@ -198,7 +202,8 @@ def test_max_duration_idle_timeout_and_context_full(make_engine, engine_bundle, 
             session.push_pcm(np.zeros(FRAME_SAMPLES, np.float32))
             engine.tick()
         assert session.ended_reason == "context_full"
-        assert session.stats.frames_out == 40 - 12 - 1  # the first step after the prompt emits nothing
+        # the model reads 11 of the 12 prompt frames, and the first step after the prompt emits nothing
+        assert session.stats.frames_out == 40 - 11 - 1
 
 
 def test_moshi_family_has_no_prompt_phase(make_engine, moshi_bundle):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
-from plexray.model.demo import input_embeddings, transformer_inputs
+from plexray.model.inputs import input_embeddings, transformer_inputs
 from plexray.serve.engine.batched_lm import USER, BatchedLM, Forced, TextBiases
 from plexray.serve.engine.sampling import SamplingParams
 

@@ -20,11 +20,11 @@ def conversation_row(bundle, index: int, frames: int, seed: int = 0, streams: in
     prompt = build_prompt_frames(None, bundle.tokenizer.encode(prompt_text), bundle.prompt_codes)
     body = generator.integers(0, 2048, size=(17, frames)).astype(np.int64)
     body[0] = np.where(generator.random(frames) < 0.6, 3, generator.integers(4, 512, size=frames))
-    codes = np.concatenate([prompt.codes.numpy(), body], axis=1)[:streams].astype(np.int16)
+    codes = np.concatenate([prompt.model_codes.numpy(), body], axis=1)[:streams].astype(np.int16)
     return {
         "id": f"barista/order/{seed}/{index}", "persona_id": "barista", "scenario_id": "order",
         "system_prompt": prompt_text, "codes": codes, "num_frames": codes.shape[1],
-        "prompt_start": 0, "prompt_end": prompt.num_frames, "duration_s": codes.shape[1] / 12.5,
+        "prompt_start": 0, "prompt_end": prompt.model_codes.shape[1], "duration_s": codes.shape[1] / 12.5,
         "alignment": "uniform",
         "transcript": json.dumps([{"speaker": "agent", "text": "hi", "start_s": 0.0, "end_s": 1.0}]),
     }

@@ -63,7 +63,7 @@ class SpeechConfig(StrictModel):
         0.1, ge=0, le=1, description="the user cuts the agent off mid-turn; the agent stops")
     backchannel_probability: float = pydantic.Field(
         0.3, ge=0, le=1, description="the listener says 'mm-hm' during a long turn")
-    loudness_db: float = pydantic.Field(-24.0, le=0, description="RMS level of each channel's speech")
+    loudness_db: float = pydantic.Field(-24.0, le=0, description="loudness (LUFS) of each utterance of both channels")
     max_duration_s: float = pydantic.Field(
         120.0, gt=0, description="conversations are cut here (the prompt phase not counted)")
     voice_sample_text: str = "Hello, this is my voice. I speak like this in every conversation."

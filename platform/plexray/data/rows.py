@@ -1,6 +1,7 @@
 """One training row per conversation, in the shared training-set contract (see the Data issue).
 
-codes [17, T] int16 = prompt phase (from `build_prompt_frames`) followed by the conversation:
+codes [17, T] int16 = the prompt phase as the model reads it (`PromptFrames.model_codes`: NVIDIA's
+generator never shows the model the first prompt frame) followed by the conversation:
 row 0 the agent's aligned text, rows 1-8 the agent's Mimi codes, rows 9-16 the user's.
 `duration_s` is the whole row (num_frames / 12.5, prompt phase included); the conversation alone
 is (num_frames - prompt_end) / 12.5, which is what the manifest's hours of audio count.
@@ -32,7 +33,7 @@ def build_row(meta: dict, conversation: torch.Tensor, voice_codes: torch.Tensor 
               prompt_tokens: list[int], prompt_codes: PromptCodes, alignment: str) -> dict:
     """The contract row. `meta` holds id, persona_id, scenario_id, system_prompt, transcript (list)."""
     prompt = build_prompt_frames(voice_codes, prompt_tokens, prompt_codes)
-    codes = torch.cat([prompt.codes, conversation], dim=1)
+    codes = torch.cat([prompt.model_codes, conversation], dim=1)
     if codes.min() < -1 or codes.max() > np.iinfo(np.int16).max:
         raise ValueError(f"codes out of int16 range: [{int(codes.min())}, {int(codes.max())}]")
     return {
@@ -43,7 +44,7 @@ def build_row(meta: dict, conversation: torch.Tensor, voice_codes: torch.Tensor 
         "codes": codes.numpy().astype(np.int16),
         "num_frames": np.int32(codes.shape[1]),
         "prompt_start": np.int32(0),
-        "prompt_end": np.int32(prompt.num_frames),
+        "prompt_end": np.int32(prompt.model_codes.shape[1]),
         "duration_s": float(codes.shape[1] / FRAME_RATE),
         "alignment": alignment,
         "transcript": json.dumps(meta["transcript"]),

@@ -31,11 +31,11 @@ from plexray.data.rejects import clear_reject, write_reject
 from plexray.data.rows import build_row, conversation_codes, rows_to_table
 from plexray.data.tts import synthesizer
 from plexray.model.config import ModelConfig
-from plexray.model.voices import normalize_loudness
+from plexray.model.voices import encode_voice, normalize_loudness
 
 logger = logging.getLogger(__name__)
 
-AUDIO_COLUMNS = ("agent_audio", "user_audio", "voice_audio")
+CHANNEL_COLUMNS = ("agent_audio", "user_audio")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -121,18 +121,20 @@ class ConversationEncoder:
         return rows_to_table(rows)
 
     def _encode(self, items: list[dict]) -> list[tuple]:
-        """Per item: (agent [8, T], user [8, T], voice [8, Tv] or None), from one Mimi batch."""
-        waves, owners = [], []
+        """Per item: (agent [8, T], user [8, T], voice [8, Tv] or None).
+
+        Both channels of every item go through Mimi in one batch; the voice sample is encoded as
+        serving encodes a voice (`encode_voice`: frame by frame, streaming), so a training prompt
+        holds the codes a session's prompt will hold.
+        """
+        waves = [np.asarray(item[column], dtype=np.float32) for item in items for column in CHANNEL_COLUMNS]
+        codes = encode_waves(self.codec.mimi, waves)
+        encoded = []
         for index, item in enumerate(items):
-            for column in AUDIO_COLUMNS:
-                wave = np.asarray(item[column], dtype=np.float32)
-                if wave.size:
-                    waves.append(wave)
-                    owners.append((index, column))
-        encoded: list[dict] = [{} for _ in items]
-        for (index, column), codes in zip(owners, encode_waves(self.codec.mimi, waves)):
-            encoded[index][column] = codes
-        return [(e["agent_audio"], e["user_audio"], e.get("voice_audio")) for e in encoded]
+            voice = np.asarray(item["voice_audio"], dtype=np.float32)
+            encoded.append((codes[2 * index], codes[2 * index + 1],
+                            encode_voice(self.codec.mimi, voice) if voice.size else None))
+        return encoded
 
     def _row(self, item: dict, agent: torch.Tensor, user: torch.Tensor, voice: torch.Tensor | None) -> dict:
         transcript = json.loads(str(item["transcript"]))

@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import typing as tp
 
+import torch
 from moshi.models import loaders
+from moshi.models.lm import LMModel
 
 Family = tp.Literal["personaplex", "moshi"]
 FAMILIES: tuple[Family, ...] = ("personaplex", "moshi")
@@ -88,3 +90,9 @@ def demo_mimi_config() -> dict:
         input_dimension=64, output_dimensions=[64],
     )
     return config
+
+
+def build_lm(lm_kwargs: dict, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32,
+             **overrides: tp.Any) -> LMModel:
+    """Instantiate the LM (on the meta device by default: no memory)."""
+    return LMModel(device=device, dtype=dtype, **(lm_kwargs | overrides))

@@ -8,7 +8,6 @@ key layout of `nvidia/personaplex-7b-v1`, so it loads through the same code as t
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -23,10 +22,10 @@ import sphn
 import torch
 
 from plexray.audio.espeak import EspeakVoice, synthesize
-from plexray.model import architectures, layout, reference
-from plexray.model.loader import build_lm
-from plexray.model.prompt import SAMPLE_RATE, PromptCodes, build_prompt_frames, derive_prompt_codes
-from plexray.model.voices import normalize_loudness
+from plexray.model import architectures, layout
+from plexray.model.prompt import SAMPLE_RATE, PromptCodes, derive_prompt_codes
+from plexray.model.voice_prefill import make_voice_prefill, write_voice_prefill
+from plexray.model.voices import encode_voice, normalize_loudness
 from moshi.models import loaders
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tokenizer_corpus.txt"
@@ -90,43 +89,6 @@ def build_demo_mimi(seed: int = DEMO_SEED):
     return mimi.eval()
 
 
-def transformer_inputs(lm, codes: torch.Tensor) -> torch.Tensor:
-    """The temporal transformer's input tokens [B, 17, T] for frames `codes` [B, 17, T], as LMModel.forward builds them.
-
-    Position 0 is the initial token of every stream; position s >= 1 reads stream k at frame
-    s - 1 - delay_k (the initial token where that is negative). The streaming engine feeds the
-    same tokens one position per step, so both paths see identical inputs.
-    """
-    batch, _, frames = codes.shape
-    delays = torch.tensor(lm.delays, device=codes.device)
-    initial = lm._get_initial_token().to(codes.device)[0, :, 0]  # [17]
-    frame_index = torch.arange(frames, device=codes.device)[None] - 1 - delays[:, None]  # [17, T]
-    picked = codes.gather(2, frame_index.clamp(min=0)[None].expand(batch, -1, -1))
-    return torch.where(frame_index[None] < 0, initial[None, :, None], picked)
-
-
-def input_embeddings(lm, inputs: torch.Tensor) -> torch.Tensor:
-    """Sum of the 17 stream embeddings of transformer inputs [B, 17, T] -> [B, T, dim] (as LMModel.forward_text)."""
-    embeddings = lm.text_emb(inputs[:, 0])
-    for k in range(lm.num_audio_codebooks):
-        embeddings = embeddings + lm.emb[k](inputs[:, k + 1])
-    return embeddings
-
-
-@torch.no_grad()
-def voice_prefill(lm, voice_codes: torch.Tensor, prompt_codes: PromptCodes) -> dict[str, torch.Tensor]:
-    """A voice `.pt`: the transformer input embedding of each voice-prompt frame, and the token cache.
-
-    `embeddings[t]` [dim] is exactly what the temporal transformer receives at position t when the
-    voice prompt is prefilled from codes (`transformer_inputs`); `cache` holds the last voice
-    frames (all 17 streams), which the positions after the voice prompt read.
-    """
-    frames = build_prompt_frames(voice_codes, [], prompt_codes).codes[:, :voice_codes.shape[1]]
-    embeddings = input_embeddings(lm, transformer_inputs(lm, frames[None]))
-    cache_len = max(lm.delays) + 2
-    return {"embeddings": embeddings[0].clone(), "cache": frames[:, -cache_len:].clone()}
-
-
 def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEED) -> Path:
     """Write a demo checkpoint into `directory` (created; must not exist or be empty)."""
     directory = Path(directory)
@@ -134,48 +96,43 @@ def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEE
         raise FileExistsError(f"{directory}: not empty; choose a new directory")
     directory.mkdir(parents=True, exist_ok=True)
 
-    train_tokenizer(directory / reference.TOKENIZER_FILE)
+    train_tokenizer(directory / layout.TOKENIZER_FILE)
     mimi = build_demo_mimi(seed)
-    safetensors.torch.save_file(mimi.state_dict(), str(directory / reference.MIMI_FILE))
+    safetensors.torch.save_file(mimi.state_dict(), str(directory / layout.MIMI_FILE))
     prompt_codes = derive_prompt_codes(mimi)
 
     torch.manual_seed(seed)
     lm_kwargs = architectures.demo_lm_kwargs(family, text_card=DEMO_TEXT_VOCAB)
-    lm = build_lm(lm_kwargs, device="cpu", dtype=torch.float32).eval()
+    lm = architectures.build_lm(lm_kwargs, device="cpu", dtype=torch.float32).eval()
     release_state = {k: v.contiguous() for k, v in layout.to_release_layout(lm.state_dict()).items()}
-    safetensors.torch.save_file(release_state, str(directory / reference.LM_FILE))
+    safetensors.torch.save_file(release_state, str(directory / layout.LM_FILE))
 
-    _write_voices(directory / reference.VOICES_FILE, lm, mimi, prompt_codes)
+    _write_voices(directory / layout.VOICES_FILE, lm, mimi, prompt_codes)
     config = dict(lm_kwargs, model_type="moshi", plexray={
         "family": family, "demo": True, "lora": False,
         "mimi_config": architectures.demo_mimi_config(), "prompt_codes": prompt_codes.to_json(),
     })
-    (directory / reference.CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (directory / layout.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     (directory / "README.md").write_text(README.format(family=family))
     return directory
 
 
 def _write_voices(archive: Path, lm, mimi, prompt_codes: PromptCodes) -> None:
+    """voices.tgz as NVIDIA ships it (voices/NAME.pt in NVIDIA's layout), plus each normalised sample as .wav."""
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive, "w:gz") as tar:
         for name, voice in DEMO_VOICES.items():
             samples = normalize_loudness(synthesize(VOICE_SAMPLE_TEXT, voice))
-            wav_path = Path(tmp) / f"{name}.wav"
+            wav_path, pt_path = Path(tmp) / f"{name}.wav", Path(tmp) / f"{name}.pt"
             sphn.write_wav(str(wav_path), samples, SAMPLE_RATE)
-            with torch.no_grad():
-                codes = mimi.encode(torch.from_numpy(samples)[None, None])[0]  # [8, T]
-            buffer = io.BytesIO()
-            torch.save(voice_prefill(lm, codes, prompt_codes), buffer)
-            for arcname, payload in ((f"voices/{name}.wav", wav_path.read_bytes()),
-                                     (f"voices/{name}.pt", buffer.getvalue())):
-                info = tarfile.TarInfo(arcname)
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
+            write_voice_prefill(pt_path, make_voice_prefill(lm, encode_voice(mimi, samples), prompt_codes))
+            for path in (wav_path, pt_path):
+                tar.add(path, arcname=f"{layout.VOICES_DIR}/{path.name}")
 
 
 def ensure_demo_checkpoint(directory: Path, family: str = "personaplex") -> Path:
     """Build the demo checkpoint at `directory` unless it is already complete (safe under races)."""
     directory = Path(directory)
-    if (directory / reference.CONFIG_FILE).is_file():
+    if (directory / layout.CONFIG_FILE).is_file():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=directory.parent))
@@ -184,7 +141,7 @@ def ensure_demo_checkpoint(directory: Path, family: str = "personaplex") -> Path
         try:
             os.rename(staging / "ckpt", directory)
         except OSError:
-            if not (directory / reference.CONFIG_FILE).is_file():  # lost a race only if the winner finished
+            if not (directory / layout.CONFIG_FILE).is_file():  # lost a race only if the winner finished
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Tensor naming of LM checkpoints: moshi 0.2's module names vs the released (moshi 0.1) layout.
+"""The released repos' layout: their file names, and their tensor names (moshi 0.1's) vs moshi 0.2's.
 
 moshi 0.2 splits each attention projection into one Linear per depformer step
 (`self_attn.in_projs.{i}.weight`); the released checkpoints store them stacked on dim 0
@@ -11,6 +11,14 @@ from __future__ import annotations
 import re
 
 import torch
+
+# File names of nvidia/personaplex-7b-v1 and kyutai/moshiko-pytorch-bf16.
+LM_FILE = "model.safetensors"
+MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
+TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
+CONFIG_FILE = "config.json"
+VOICES_FILE = "voices.tgz"
+VOICES_DIR = "voices"
 
 _SPLIT_PROJ = re.compile(r"^(?P<prefix>.*\.self_attn\.)(?P<kind>in_projs|out_projs)\.(?P<index>\d+)\.weight$")
 _RELEASE_NAME = {"in_projs": "in_proj_weight", "out_projs": "out_proj.weight"}

@@ -133,15 +133,9 @@ def _depformer_steps(state: dict[str, torch.Tensor]) -> int:
     return sum(1 for name in state if name.startswith("linears.") and name.endswith(".weight"))
 
 
-def build_lm(lm_kwargs: dict, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32,
-             **overrides: tp.Any) -> LMModel:
-    """Instantiate the LM (on the meta device by default: no memory)."""
-    return LMModel(device=device, dtype=dtype, **(lm_kwargs | overrides))
-
-
 def load_lm(path: Path, lm_kwargs: dict, family: str, device: str | torch.device = "cpu",
             dtype: torch.dtype = torch.float32, **overrides: tp.Any) -> LMModel:
-    lm = build_lm(lm_kwargs, "meta", dtype, **overrides)
+    lm = architectures.build_lm(lm_kwargs, "meta", dtype, **overrides)
     state = read_safetensors(path)
     steps = _depformer_steps(state)
     if steps and steps != lm.dep_q:
@@ -157,9 +151,13 @@ def load_lm(path: Path, lm_kwargs: dict, family: str, device: str | torch.device
 
 
 def load_mimi(path: Path, mimi_config: dict, device: str | torch.device = "cpu") -> MimiModel:
+    """Mimi from a file with moshi 0.2's tensor names or the released moshi 0.1 names (moshi's load hook
+    converts those: `self_attn.in_proj_weight` -> `self_attn.in_projs.0.weight`)."""
     mimi = loaders.get_mimi(None, mimi_config, device="cpu", num_codebooks=architectures.NUM_AUDIO_CODEBOOKS)
     state = read_safetensors(path)
-    check_state(path, state, layout.expected_shapes(mimi), "Mimi")
+    released, current = layout.expected_release_shapes(mimi), layout.expected_shapes(mimi)
+    in_release_layout = any(name in released and name not in current for name in state)
+    check_state(path, state, released if in_release_layout else current, "Mimi")
     mimi.load_state_dict(state, strict=True)
     return mimi.to(device).eval()
 

@@ -7,8 +7,13 @@ Order, one 80 ms frame per step (SPEC section 3):
     silence 0.5 s | agent audio = silence codes                       | text = padding
 and throughout, the user audio stream carries the Mimi codes of a 440 Hz sine.
 
-The data pipeline lays training conversations out with these frames (and masks them from the
-loss); the serving engine prefills sessions with them. Both call `build_prompt_frames`.
+NVIDIA's generator (`LMGen.step` in NVIDIA/personaplex) consumes the first frame it is stepped
+with without running the transformer: its step at offset 0 only fills the token cache, and the
+cache slots of that frame then hold the initial tokens. So the model never sees frame 0 of the
+prompt, and a prompt of P frames takes P - 1 transformer positions. `PromptFrames.model_codes`
+is the prompt as the model sees it (frames 1..P-1); the data pipeline lays training conversations
+out with it (and masks it from the loss) and the serving engine prefills sessions with it, so
+both match NVIDIA's inference token for token.
 """
 
 from __future__ import annotations
@@ -90,6 +95,11 @@ class PromptFrames:
     @property
     def num_frames(self) -> int:
         return self.codes.shape[1]
+
+    @property
+    def model_codes(self) -> torch.Tensor:
+        """[17, P - 1]: the frames the transformer reads (NVIDIA's generator swallows frame 0)."""
+        return self.codes[:, 1:]
 
 
 def build_prompt_frames(

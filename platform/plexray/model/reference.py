@@ -14,13 +14,9 @@ import tempfile
 from pathlib import Path
 
 from plexray.errors import CheckpointError
+from plexray.model.demo import ensure_demo_checkpoint
+from plexray.model.layout import CONFIG_FILE, LM_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_DIR, VOICES_FILE
 
-LM_FILE = "model.safetensors"
-MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
-TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
-CONFIG_FILE = "config.json"
-VOICES_FILE = "voices.tgz"
-VOICES_DIR = "voices"
 DEMO_REF = "demo"
 WEB_CLIENT_FILE = "dist.tgz"  # NVIDIA's web client, built by Vite: dist/index.html and dist/assets/
 WEB_CLIENT_DIR = "dist"
@@ -61,8 +57,6 @@ def resolve(ref: str, cache_dir: str | None = None) -> CheckpointFiles:
     if ref.startswith("hf://"):
         return _resolve_hub(ref, cache_dir)
     if ref == DEMO_REF:
-        from plexray.model.demo import ensure_demo_checkpoint
-
         return _resolve_local(str(ensure_demo_checkpoint(default_demo_dir())))
     return _resolve_local(ref)
 

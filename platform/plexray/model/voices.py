@@ -1,70 +1,100 @@
-"""Voice prompts: a voice is a short agent speech sample (.wav) and/or its replayable prefill (.pt).
+"""Voice prompts: where a checkpoint's voices are, and how a voice sample becomes Mimi codes.
 
-PersonaPlex ships `voices.tgz` with one `.pt` per voice (NATF0-3, NATM0-3, VARF0-4, VARM0-4):
-`{"embeddings": [T, dim] transformer inputs, one per prompt frame, "cache": [17, K] token cache
-after the prompt}`. A `.wav` is encoded by Mimi at session start instead.
+A voice is a short sample of the agent's speech. PersonaPlex ships `voices.tgz` with one `.pt`
+per voice (NATF0-3, NATM0-3, VARF0-4, VARM0-4) in NVIDIA's prefill layout (see
+`voice_prefill.py`); a `.wav` works too and is encoded by Mimi when the engine starts.
+
+A `.wav` becomes codes exactly as NVIDIA's `LMGen.load_voice_prompt` and
+`_encode_voice_prompt_frames` do it: first channel, resampled to 24 kHz, normalised to -24 LUFS
+(ITU-R BS.1770 integrated loudness, measured by pyloudnorm as NVIDIA does), cut into 1920-sample
+frames (the last one zero-padded) and encoded one frame at a time by Mimi in streaming mode.
+Encoding the whole sample at once gives other codes at the edges of Mimi's receptive field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import tarfile
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pyloudnorm
 import sphn
 import torch
 
 from plexray.errors import CheckpointError
-from plexray.model.prompt import SAMPLE_RATE
+from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
 
-TARGET_LOUDNESS_DB = -24.0  # voice samples are normalised to this level before encoding
+TARGET_LOUDNESS_LUFS = -24.0
+_LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block: pyloudnorm measures nothing shorter
 
 
 @dataclasses.dataclass
 class VoicePrompt:
+    """One voice of a checkpoint: its sample (.wav) and/or its NVIDIA prefill (.pt)."""
+
     name: str
     wav_path: Path | None = None
     pt_path: Path | None = None
 
     def load_wav(self) -> np.ndarray:
-        """Mono float32 samples at 24 kHz, loudness-normalised."""
+        """Mono float32 samples at 24 kHz, normalised to -24 LUFS."""
         if self.wav_path is None:
             raise CheckpointError(f"voice {self.name!r} has no .wav sample")
-        return normalize_loudness(read_mono(self.wav_path))
-
-    def load_embeddings(self) -> dict[str, torch.Tensor]:
-        """The `.pt` prefill: {"embeddings": [T, dim], "cache": [17, K]}."""
-        if self.pt_path is None:
-            raise CheckpointError(f"voice {self.name!r} has no .pt prefill")
-        try:
-            data = torch.load(self.pt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a bad pickle/zip
-            raise CheckpointError(f"{self.pt_path}: cannot read voice prompt: {exc}") from None
-        if not isinstance(data, dict) or "embeddings" not in data or "cache" not in data:
-            raise CheckpointError(f"{self.pt_path}: expected a dict with 'embeddings' and 'cache'")
-        return data
+        return normalize_loudness(read_voice_audio(self.wav_path))
 
 
-def read_mono(path: Path) -> np.ndarray:
-    """Read any audio file sphn can decode as mono float32 at 24 kHz."""
+def read_voice_audio(path: Path) -> np.ndarray:
+    """The first channel of any audio file sphn decodes, resampled to 24 kHz (as NVIDIA reads voices)."""
     try:
-        pcm, _ = sphn.read(str(path), sample_rate=SAMPLE_RATE)
-    except Exception as exc:
+        pcm, sample_rate = sphn.read(str(path))
+        if sample_rate != SAMPLE_RATE:
+            pcm = sphn.resample(pcm, src_sample_rate=sample_rate, dst_sample_rate=SAMPLE_RATE)
+    except Exception as exc:  # sphn raises its own error types for unreadable files
         raise CheckpointError(f"{path}: cannot read audio: {exc}") from None
-    return np.asarray(pcm, dtype=np.float32).mean(axis=0)
+    pcm = np.asarray(pcm, dtype=np.float32)
+    if pcm.ndim != 2 or pcm.shape[1] == 0:
+        raise CheckpointError(f"{path}: no audio samples")
+    return pcm[0]
 
 
-def normalize_loudness(samples: np.ndarray, target_db: float = TARGET_LOUDNESS_DB) -> np.ndarray:
-    """Scale to an RMS level of `target_db` dBFS (a stand-in for LUFS without K-weighting), no clipping."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    if rms < 1e-6:
-        return samples.astype(np.float32)
-    gain = 10 ** (target_db / 20) / rms
-    peak = float(np.max(np.abs(samples))) * gain
-    if peak > 0.99:
-        gain *= 0.99 / peak
-    return (samples * gain).astype(np.float32)
+def normalize_loudness(samples: np.ndarray, target_lufs: float = TARGET_LOUDNESS_LUFS) -> np.ndarray:
+    """Scale mono 24 kHz `samples` to an integrated loudness of `target_lufs` (no limiter, as NVIDIA).
+
+    Silence is returned unchanged. A clip shorter than one 0.4 s gating block (a backchannel in
+    the training data) is measured on itself repeated to that length.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if not samples.size or not np.any(samples):
+        return samples
+    measured = samples
+    block = int(_LOUDNESS_BLOCK_S * SAMPLE_RATE)
+    if measured.size <= block:
+        measured = np.tile(measured, block // measured.size + 1)
+    loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(measured)
+    if not np.isfinite(loudness):  # everything below the absolute gate: nothing to scale to
+        return samples
+    with warnings.catch_warnings():  # it warns of peaks over 0 dBFS; NVIDIA keeps them too (no limiter)
+        warnings.simplefilter("ignore")
+        # The gain is applied in float64, as in NVIDIA's path: float32 rounding here moves Mimi codes.
+        return pyloudnorm.normalize.loudness(samples, loudness, target_lufs).astype(np.float32)
+
+
+@torch.no_grad()
+def encode_voice(mimi, samples: np.ndarray) -> torch.Tensor:
+    """Mimi codes [8, V] of a (normalised) voice sample, frame by frame in streaming mode."""
+    num_frames = max(1, -(-len(samples) // FRAME_SAMPLES))
+    padded = np.zeros(num_frames * FRAME_SAMPLES, np.float32)
+    padded[:len(samples)] = samples
+    device = next(mimi.parameters()).device
+    frames = torch.from_numpy(padded).to(device).view(num_frames, 1, 1, FRAME_SAMPLES)
+    with mimi.streaming(1):
+        codes = [mimi.encode(frame)[0, :, 0] for frame in frames]  # each [8]
+    return torch.stack(codes, dim=1).cpu()
 
 
 def discover_voices(location: Path | None) -> dict[str, VoicePrompt]:
@@ -86,14 +116,25 @@ def discover_voices(location: Path | None) -> dict[str, VoicePrompt]:
 
 
 def _extract_archive(archive: Path) -> Path:
+    """Extract once, beside the archive: into a private directory, then one atomic rename.
+
+    Several processes (Serve replicas, Train workers) may load the same checkpoint at once; each
+    extracts into its own temporary directory and the first rename wins, so no process ever reads
+    a half-written voice.
+    """
     target = archive.with_name(archive.name + ".extracted")
-    marker = target / ".complete"
-    if marker.exists():
+    if target.is_dir():
         return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=archive.parent))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as exc:
+            tar.extractall(staging, filter="data")
+        os.rename(staging, target)
+    except OSError:
+        if not target.is_dir():  # a rename fails only if another process got there first
+            raise CheckpointError(f"{archive}: cannot extract voices archive") from None
+    except tarfile.TarError as exc:
         raise CheckpointError(f"{archive}: cannot extract voices archive: {exc}") from None
-    marker.touch()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target

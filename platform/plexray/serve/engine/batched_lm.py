@@ -8,8 +8,8 @@ prompt in chunks through a batch-1 *view* of its own slice of the KV caches, so 
 are talking never wait.
 
 Token bookkeeping per slot (columns = 80 ms frames, positions = transformer steps):
-    the step at position s reads stream k at column s - 1 - delay_k (initial token if < 0),
-    exactly as LMModel.forward does, and produces text and agent codebook 0 of column s and
+    the step at position s reads stream k at column s - 1 - delay_k (initial token if < 0:
+    `plexray.model.inputs`, the rule LMModel.forward applies in training), and produces text and agent codebook 0 of column s and
     agent codebooks 1-7 of column s - 1. Only the agent's 8 depformer steps are sampled (the
     depformer is causal: PersonaPlex's steps 8-15, the user's codebooks, are never needed).
 A ring of 3 columns per slot holds all the tokens a step reads and writes.
@@ -25,6 +25,7 @@ from moshi.modules.transformer import RingKVCache
 from moshi.utils.compile import CUDAGraphed
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
+from plexray.model.inputs import source_frames
 from plexray.serve.engine.sampling import SamplingParams, apply_text_biases, sample
 
 HISTORY_COLUMNS = 3
@@ -130,7 +131,7 @@ class BatchedLM:
 
     def inputs(self) -> torch.Tensor:
         """Transformer input tokens [B, 17] at each slot's current position."""
-        column = self.positions[:, None] - 1 - self.delays[None]  # [B, 17]
+        column = source_frames(self.positions, self.delays)  # [B, 17]
         tokens = self.history.gather(2, (column % HISTORY_COLUMNS)[..., None])[..., 0]
         return torch.where(column < 0, self.initial[None], tokens)
 

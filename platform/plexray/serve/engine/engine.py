@@ -304,11 +304,11 @@ class Engine:
         if live:
             agent_codes, text_tokens = self._lm.column(offset=-2)  # the column whose audio is now complete
             audio = self._mimi.decode(agent_codes, live_mask)
-            tokens = text_tokens.tolist()
+            tokens, codes = text_tokens.tolist(), agent_codes.tolist()
             for index in live:
                 slot = self._slots[index]
                 slot.session._publish(SessionOutput(audio[index].copy(), self._text_piece(tokens[index]),
-                                                    tokens[index]))
+                                                    tokens[index], tuple(codes[index])))
                 slot.live_frames += 1
         for index in first:
             self._slots[index].phase = "live"

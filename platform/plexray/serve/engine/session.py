@@ -26,6 +26,7 @@ class SessionOutput:
     pcm: np.ndarray  # [1920] float32, 24 kHz
     text: str
     text_token: int  # the raw text token id (padding included), for tests and logging
+    audio_codes: tuple[int, ...]  # the agent's 8 Mimi codes of this frame, for tests and recording
 
 
 @dataclasses.dataclass
