@@ -14,18 +14,7 @@ from plexray.model import load_model, reference
 from plexray.model.prompt import build_prompt_frames, wrap_system_prompt
 from plexray.model.voice_prefill import read_voice_prefill
 from plexray.model.voices import encode_voice
-
-
-def make_hub_cache(cache_dir: Path, repo: str, checkpoint: Path, files: list[str] | None = None) -> None:
-    """Lay a checkpoint out exactly as huggingface_hub caches a downloaded repo."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = cache_dir / f"models--{repo.replace('/', '--')}"
-    snapshot = repo_dir / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    for name in files or [p.name for p in checkpoint.iterdir() if p.is_file()]:
-        shutil.copy(checkpoint / name, snapshot / name)
+from replica import make_hub_cache
 
 
 @pytest.fixture

@@ -14,20 +14,6 @@ import typing as tp
 from plexray.errors import PlexrayError
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config FILE and repeated --set KEY=VALUE, for commands that read the platform config."""
-    parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
-    parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
-
-
-def load_platform_config(args: argparse.Namespace):
-    from plexray.config import load_config
-    from plexray.settings import PlexrayConfig
-
-    return load_config(PlexrayConfig, args.config, args.overrides)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from plexray import config_cli, demo
     from plexray.model import cli as model_cli

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import sphn
 
-from plexray.cli import add_config_arguments, load_platform_config
+from plexray.settings import add_config_arguments, load_platform_config
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
 # The user's side of the scripted conversation, one line per turn, spoken by espeak-ng.

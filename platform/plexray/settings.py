@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from plexray.config import StrictModel
+import argparse
+
+from plexray.config import StrictModel, load_config
 from plexray.data.config import DataConfig
 from plexray.model.config import ModelConfig
 from plexray.serve.config import ServeConfig
@@ -14,3 +16,15 @@ class PlexrayConfig(StrictModel):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and repeated --set KEY=VALUE, for commands that read the platform config."""
+    parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
+    parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
+
+
+def load_platform_config(args: argparse.Namespace) -> PlexrayConfig:
+    """The config that `add_config_arguments`'s options name."""
+    return load_config(PlexrayConfig, args.config, args.overrides)

@@ -1,7 +1,7 @@
 """NVIDIA's web client at `/`, as a new user gets it: a checkpoint with dist.tgz, the three Serve
 applications with the default personas, a browser opening http://host:port/.
 
-The bundle is a stand-in (standin_client/: index.html and assets/, NVIDIA's layout) that talks to
+The checkpoint is the replica of the real repo (tests/replica.py). The bundle is a stand-in (standin_client/: index.html and assets/, NVIDIA's layout) that talks to
 /api/chat exactly as NVIDIA's client does: same URL on the page's own host:port, same query string
 (pad_mult=0, random seeds, voice_prompt=NATF0.pt), handshake, microphone as Ogg/Opus.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import tarfile
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,6 +18,7 @@ import pytest
 import sphn
 
 from chromium import Browser, chromium_binary
+from replica import REPLICA_ARCHITECTURE, write_personaplex_replica
 
 pytestmark = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (make test installs it)")
 
@@ -29,13 +28,10 @@ OVERRIDES = ["serve.sessions_per_replica=1", "serve.num_cpus=0.5",
 
 
 @pytest.fixture(scope="module")
-def checkpoint_with_web_client(demo_checkpoint, tmp_path_factory) -> Path:
-    """A copy of the demo checkpoint with the stand-in bundle packed as NVIDIA packs dist.tgz."""
-    checkpoint = tmp_path_factory.mktemp("web-client") / "checkpoint"
-    shutil.copytree(demo_checkpoint, checkpoint, ignore=shutil.ignore_patterns("*.extracted"))
-    with tarfile.open(checkpoint / "dist.tgz", "w:gz") as tar:
-        tar.add(STANDIN_CLIENT, arcname="dist")
-    return checkpoint
+def checkpoint_with_web_client(tmp_path_factory) -> Path:
+    """The replica of nvidia/personaplex-7b-v1 (tests/replica.py: NVIDIA's own NATF0.pt, moshi 0.1
+    tensor names, no architecture in config.json) with the stand-in bundle as its dist.tgz."""
+    return write_personaplex_replica(tmp_path_factory.mktemp("web-client") / "checkpoint", web_client=STANDIN_CLIENT)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +44,8 @@ def web_client_server(ray_cluster, checkpoint_with_web_client):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"set": [f"model.checkpoint={checkpoint_with_web_client}", *OVERRIDES]}
+    architecture = [f"model.{key}={json.dumps(value)}" for key, value in REPLICA_ARCHITECTURE.items()]
+    args = {"set": [f"model.checkpoint={checkpoint_with_web_client}", *architecture, *OVERRIDES]}
     serve.run(sessions_app(args), name="plexray", route_prefix="/")  # the other two find it by this name
     serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
     serve.run(web_app(args), name="plexray-web", route_prefix="/assets")

@@ -26,14 +26,12 @@ from moshi.models.lm import LMGen
 
 from plexray.model import load_model
 from plexray.model.prompt import FRAME_SAMPLES
-from plexray.model.voice_prefill import make_voice_prefill, read_voice_prefill
 from plexray.model.voices import encode_voice
 from plexray.serve.engine import Engine, EngineConfig, SessionSettings
+from engine_helpers import GENERATED_FRAMES, GREEDY, run_session
 from repo_paths import REPO_ROOT
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden" / "personaplex-toy"
-GENERATED_FRAMES = 100
-GREEDY = dict(text_temperature=0, audio_temperature=0, text_topk=1, audio_topk=1, pad_mult=0)
 # Sessions that share the batch with the compared one: other prompts, voices, sampling, join times.
 NEIGHBOURS = [SessionSettings(text_prompt="You sell umbrellas.", voice=None, text_seed=7, audio_seed=8),
               SessionSettings(text_prompt="", voice="NATF0", text_temperature=1.0, audio_topk=40, text_seed=9)]
@@ -66,81 +64,25 @@ def bundles(tmp_path_factory) -> dict:
             for source in ("wav", "pt")}
 
 
-def test_voice_pt_is_written_as_nvidia_writes_it(bundles):
-    """`plexray voices make`'s procedure on NATF0.wav gives NVIDIA's own NATF0.pt."""
-    bundle = bundles["wav"]
-    ours = make_voice_prefill(bundle.lm, encode_voice(bundle.mimi, bundle.voices["NATF0"].load_wav()),
-                              bundle.prompt_codes)
-    nvidias = read_voice_prefill(GOLDEN_DIR / "voices" / "NATF0.pt", bundle.lm)
-    assert torch.equal(ours.cache, nvidias.cache)
-    torch.testing.assert_close(ours.embeddings, nvidias.embeddings, rtol=0, atol=1e-6)
+def test_voices_make_writes_what_nvidia_writes(tmp_path):
+    """`plexray voices make` on NATF0.wav writes NVIDIA's own NATF0.pt: same layout, same values."""
+    from plexray.cli import main
+
+    assert main(["voices", "make", str(GOLDEN_DIR / "voices" / "NATF0.wav"), "--checkpoint", str(GOLDEN_DIR),
+                 "--dtype", "float32", "--output-dir", str(tmp_path)]) == 0
+    ours = torch.load(tmp_path / "NATF0.pt", weights_only=True)
+    nvidias = torch.load(GOLDEN_DIR / "voices" / "NATF0.pt", weights_only=True)
+    assert set(ours) == set(nvidias) == {"embeddings", "cache"}
+    assert ours["embeddings"].shape == nvidias["embeddings"].shape and ours["embeddings"].dim() == 4
+    assert torch.equal(ours["cache"], nvidias["cache"])
+    torch.testing.assert_close(ours["embeddings"], nvidias["embeddings"], rtol=0, atol=1e-6)
+    written, _ = sphn.read(str(tmp_path / "NATF0.wav"))
+    assert written.shape[1] == sphn.read(str(GOLDEN_DIR / "voices" / "NATF0.wav"))[0].shape[1]
 
 
 def test_mimi_encodes_the_users_audio_as_nvidia(bundles, golden, user_pcm):
     codes = encode_voice(bundles["wav"].mimi, user_pcm)  # streaming, frame by frame, as the engine
     assert codes.T.tolist() == golden["user_codes"]
-
-
-def _run(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray, neighbours: list[SessionSettings],
-         user_codes: list[list[int]] | None = None):
-    """Open the session (and its neighbours), tick until it is live, then feed 100 user frames
-    (and, if given, impose `user_codes` as the session's Mimi codes of those frames).
-
-    Returns (greedy text token of every prompt position, [text + 8 agent codes] per output frame).
-    """
-    lm = engine.bundle.lm
-    session = engine.open_session(settings)
-    others = [engine.open_session(other) for other in neighbours]
-    slot = next(i for i, s in enumerate(engine._slots) if s is None)  # the first free slot: ours, admitted first
-    prompt_outputs = []
-    recording = False
-
-    def capture(module, args, output):
-        if recording:
-            prompt_outputs.append(output[0])  # [T, dim] of one prefill chunk
-
-    original_prefill = engine._lm.prefill
-
-    def prefill(index, embeddings):
-        nonlocal recording
-        recording = index == slot
-        try:
-            original_prefill(index, embeddings)
-        finally:
-            recording = False
-
-    engine._lm.prefill = prefill
-    original_encode, frame_codes = engine._mimi.encode, None
-
-    def encode(pcm, slots):
-        codes = original_encode(pcm, slots)
-        if frame_codes is not None and slots[slot]:
-            codes[slot] = torch.tensor(frame_codes)
-        return codes
-
-    engine._mimi.encode = encode
-    hook = lm.transformer.register_forward_hook(capture)
-    try:
-        while not session.ready:
-            for other in others:
-                other.push_pcm(np.zeros(FRAME_SAMPLES, np.float32))
-            engine.tick()
-        outputs = []
-        for index in range(GENERATED_FRAMES):
-            session.push_pcm(user_pcm[index * FRAME_SAMPLES:(index + 1) * FRAME_SAMPLES])
-            frame_codes = user_codes[index] if user_codes is not None else None
-            for other in others:
-                other.push_pcm(np.full(FRAME_SAMPLES, 0.01 * index, np.float32))
-            engine.tick()
-            output = session.poll_output()
-            outputs.append([output.text_token, *output.audio_codes])
-    finally:
-        hook.remove()
-    if not prompt_outputs:  # a family without a prompt phase
-        return [], outputs
-    with torch.no_grad():
-        prompt_logits = lm.text_linear(lm.out_norm(torch.cat(prompt_outputs)[None]))[0]
-    return prompt_logits.argmax(-1).tolist(), outputs
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
@@ -149,7 +91,7 @@ def test_engine_tokens_equal_nvidias(bundles, golden, user_pcm, source, batched)
     expected = golden["sessions"][source]
     settings = SessionSettings(text_prompt=golden["text_prompt"], voice="NATF0", **GREEDY)
     with Engine(bundles[source], EngineConfig(max_sessions=3 if batched else 1)) as engine:
-        prompt_tokens, outputs = _run(engine, settings, user_pcm, NEIGHBOURS if batched else [],
+        prompt_tokens, outputs = run_session(engine, settings, user_pcm, NEIGHBOURS if batched else [],
                                       golden["user_codes"] if batched else None)
     assert len(prompt_tokens) == expected["prompt_steps"]  # NVIDIA runs P - 1 transformer steps for P frames
     assert prompt_tokens == expected["prompt_text_argmax"]
@@ -173,6 +115,6 @@ def test_moshi_family_tokens_equal_moshis_lmgen(moshi_bundle, user_pcm, batched)
             if tokens is not None:
                 expected.append(tokens[0, :9, 0].tolist())
     with Engine(moshi_bundle, EngineConfig(max_sessions=3 if batched else 1)) as engine:
-        _, outputs = _run(engine, SessionSettings(**GREEDY), user_pcm[FRAME_SAMPLES:],
+        _, outputs = run_session(engine, SessionSettings(**GREEDY), user_pcm[FRAME_SAMPLES:],
                           NEIGHBOURS[:1] if batched else [], user_codes.T.tolist() if batched else None)
     assert outputs == expected[:GENERATED_FRAMES]

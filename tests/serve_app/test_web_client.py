@@ -65,7 +65,7 @@ def test_hub_checkpoint_finds_dist_tgz_and_the_web_replica_fetches_nothing_else(
         demo_checkpoint, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from test_model_loading import make_hub_cache
+    from replica import make_hub_cache
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     checkpoint = copy_with_web_client(demo_checkpoint, tmp_path / "checkpoint")

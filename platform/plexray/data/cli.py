@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from plexray.cli import add_config_arguments, load_platform_config
+from plexray.settings import add_config_arguments, load_platform_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ class Codec:
 def load_codec(model: ModelConfig, device: str = "cpu") -> Codec:
     loader.set_torch_compile(model.compile)
     files = reference.resolve(model.checkpoint, model.cache_dir)
-    config = loader.read_checkpoint_config(files, model.family)
+    config = loader.read_checkpoint_config(files, model.family, model.lm_config, model.mimi_config)
     mimi = loader.load_mimi(files.mimi, config.mimi_config, device)
     tokenizer = loader.load_tokenizer(files.tokenizer, config.lm_kwargs["text_card"])
     return Codec(mimi, tokenizer, config.prompt_codes or derive_prompt_codes(mimi))

@@ -24,6 +24,13 @@ class ModelConfig(StrictModel):
     device: str = pydantic.Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     cache_dir: str | None = pydantic.Field(None, description="Hugging Face cache dir (default: HF_HOME)")
     compile: bool = pydantic.Field(False, description="torch.compile moshi's kernels (GPU only)")
+    lm_config: dict | None = pydantic.Field(
+        None, description="LM architecture (moshi LMModel arguments) for a checkpoint whose config.json carries "
+                          "none; default: the family's released architecture (nvidia/personaplex-7b-v1's config.json "
+                          "has none, and plexray supplies it)")
+    mimi_config: dict | None = pydantic.Field(
+        None, description="Mimi architecture (moshi's Mimi config) for a checkpoint that records none; default: "
+                          "the released Mimi")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -33,4 +40,5 @@ class ModelConfig(StrictModel):
         from plexray.model.loader import load_model
 
         return load_model(self.checkpoint, family=self.family, device=self.device, dtype=self.torch_dtype,
-                          cache_dir=self.cache_dir, compile=self.compile, **lm_overrides)
+                          cache_dir=self.cache_dir, compile=self.compile, lm_config=self.lm_config,
+                          mimi_config=self.mimi_config, **lm_overrides)

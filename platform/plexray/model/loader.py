@@ -61,8 +61,15 @@ class CheckpointConfig:
     prompt_codes: PromptCodes | None  # None: derive from Mimi
 
 
-def read_checkpoint_config(files: reference.CheckpointFiles, family: str | None) -> CheckpointConfig:
-    """Decide the family and architecture from config.json, the caller's choice and the repo name."""
+def read_checkpoint_config(files: reference.CheckpointFiles, family: str | None, lm_config: dict | None = None,
+                           mimi_config: dict | None = None) -> CheckpointConfig:
+    """Decide the family and architecture from config.json, the caller's choice and the repo name.
+
+    Architecture, in order: what config.json carries, else `lm_config` / `mimi_config`, else the
+    family's released architecture. Prompt codes: the ones a plexray checkpoint recorded, derived
+    from Mimi for a plexray checkpoint with its own Mimi, else NVIDIA's fixed codes (which NVIDIA's
+    code uses for any checkpoint).
+    """
     raw: dict = {}
     if files.config is not None:
         try:
@@ -90,8 +97,8 @@ def read_checkpoint_config(files: reference.CheckpointFiles, family: str | None)
     if "dim" in raw:  # a moshi-style config.json that carries the LM architecture
         lm_kwargs = {k: v for k, v in raw.items() if k not in _NON_ARCHITECTURE_KEYS and k != "lora"}
     else:  # e.g. nvidia/personaplex-7b-v1: its config.json has no architecture fields
-        lm_kwargs = architectures.full_lm_kwargs(chosen)
-    mimi_config = plexray_section.get("mimi_config") or architectures.full_mimi_config()
+        lm_kwargs = lm_config or architectures.full_lm_kwargs(chosen)
+    mimi_config = plexray_section.get("mimi_config") or mimi_config or architectures.full_mimi_config()
     codes_json = plexray_section.get("prompt_codes")
     if codes_json is not None:
         prompt_codes = PromptCodes.from_json(codes_json)
@@ -188,16 +195,19 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
     compile: bool = False,
+    lm_config: dict | None = None,
+    mimi_config: dict | None = None,
     **lm_overrides: tp.Any,
 ) -> ModelBundle:
     """Load a model reference (`hf://owner/repo[@rev]`, a local directory, or `demo`).
 
-    `lm_overrides` are extra LMModel arguments that do not change tensor shapes
-    (e.g. `gradient_checkpointing=True`).
+    `lm_config` / `mimi_config`: the architecture of a checkpoint whose config.json has none (see
+    `read_checkpoint_config`). `lm_overrides` are extra LMModel arguments that do not change
+    tensor shapes (e.g. `gradient_checkpointing=True`).
     """
     set_torch_compile(compile)
     files = reference.resolve(ref, cache_dir)
-    config = read_checkpoint_config(files, family)
+    config = read_checkpoint_config(files, family, lm_config, mimi_config)
     lm = load_lm(files.lm, config.lm_kwargs, config.family, device, dtype, **lm_overrides)
     mimi = load_mimi(files.mimi, config.mimi_config, device)
     tokenizer = load_tokenizer(files.tokenizer, config.lm_kwargs["text_card"])

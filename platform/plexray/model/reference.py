@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
 
 from plexray.errors import CheckpointError
+from plexray.model.archives import extract_once
 from plexray.model.demo import ensure_demo_checkpoint
 from plexray.model.layout import CONFIG_FILE, LM_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_DIR, VOICES_FILE
 
@@ -150,30 +148,9 @@ def resolve_web_client(ref: str, cache_dir: str | None = None) -> Path | None:
 def extract_web_client(archive: Path) -> Path:
     """Extract dist.tgz once, beside it, and return its `dist/` directory (index.html, assets/).
 
-    Every replica on a node calls this at start, so it must be safe under races: each extracts into
-    a private temporary directory and renames it into place; the rename is atomic and fails if
-    another process's copy is already there, so readers only ever see a complete extraction.
-    filter="data" refuses members that would land outside the target (absolute paths, '..', links
-    out, devices).
+    Every replica on a node calls this at start: `extract_once` makes that safe under races.
     """
-    target = archive.with_name(archive.name + ".extracted")
-    if not target.is_dir():
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=archive.parent))
-        except OSError as exc:
-            raise CheckpointError(f"{archive}: cannot extract the web client beside it: {exc}") from None
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise CheckpointError(f"{archive}: cannot extract the web client: {exc}") from None
-        try:
-            os.rename(staging, target)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-            if not target.is_dir():  # not a lost race: a real failure
-                raise CheckpointError(f"{archive}: cannot move the extracted web client to {target}") from None
+    target = extract_once(archive, "web client")
     bundle = target / WEB_CLIENT_DIR
     if not (bundle / "index.html").is_file():
         raise CheckpointError(f"{archive}: not a web client bundle: expected {WEB_CLIENT_DIR}/index.html in it")

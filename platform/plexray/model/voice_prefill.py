@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import sphn
 import torch
 
 from plexray.errors import CheckpointError
 from plexray.model.inputs import input_embeddings, transformer_inputs
-from plexray.model.prompt import PromptCodes, build_prompt_frames
+from plexray.model.prompt import SAMPLE_RATE, PromptCodes, build_prompt_frames
+from plexray.model.voices import encode_voice, normalize_loudness, read_voice_audio
 
 NUM_STREAMS = 17
 
@@ -35,7 +37,7 @@ def cache_columns(delays: list[int]) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class VoicePrefill:
-    embeddings: torch.Tensor  # [V-1, dim] transformer inputs of positions 0..V-2
+    embeddings: torch.Tensor  # [V-1, dim] float32: transformer inputs of positions 0..V-2
     cache: torch.Tensor  # [17, CT] long: LMGen's token ring after the voice prompt
 
     @property
@@ -81,7 +83,7 @@ def make_voice_prefill(lm, voice_codes: torch.Tensor, prompt_codes: PromptCodes)
     frames = build_prompt_frames(voice_codes, [], prompt_codes).codes[:, :voice_codes.shape[1]]
     frames = frames.to(lm.device)
     embeddings = input_embeddings(lm, transformer_inputs(lm, frames[None, :, 1:]))[0]  # [V-1, dim]
-    return VoicePrefill(embeddings.cpu(), lmgen_token_cache(lm, frames.cpu()))
+    return VoicePrefill(embeddings.float().cpu(), lmgen_token_cache(lm, frames.cpu()))
 
 
 def write_voice_prefill(path: Path, prefill: VoicePrefill) -> None:
@@ -110,3 +112,20 @@ def read_voice_prefill(path: Path, lm) -> VoicePrefill:
         raise CheckpointError(f"{path}: embeddings {list(embeddings.shape)} and cache {list(cache.shape)} do not "
                               f"fit this model: expected {expected}")
     return VoicePrefill(embeddings.reshape(-1, lm.dim).float(), cache[0].long())
+
+
+def make_voice_files(bundle, sample: Path, output_dir: Path) -> tuple[Path, Path]:
+    """`plexray voices make`: NAME.pt in NVIDIA's layout and the -24 LUFS NAME.wav, from any audio file.
+
+    The embeddings are computed in the LM's dtype, as NVIDIA's server computes them (bfloat16 for
+    the real weights), so the file replays unchanged there and here.
+    """
+    if not bundle.spec.has_prompt_prefill:
+        raise CheckpointError(f"{bundle.files.source}: family {bundle.family!r} has no voice prompt")
+    samples = normalize_loudness(read_voice_audio(sample))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    wav_path, pt_path = output_dir / f"{sample.stem}.wav", output_dir / f"{sample.stem}.pt"
+    prefill = make_voice_prefill(bundle.lm, encode_voice(bundle.mimi, samples), bundle.prompt_codes)
+    sphn.write_wav(str(wav_path), samples, SAMPLE_RATE)
+    write_voice_prefill(pt_path, dataclasses.replace(prefill, embeddings=prefill.embeddings.to(bundle.lm.dtype)))
+    return wav_path, pt_path

@@ -14,10 +14,6 @@ Encoding the whole sample at once gives other codes at the edges of Mimi's recep
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,6 +23,7 @@ import sphn
 import torch
 
 from plexray.errors import CheckpointError
+from plexray.model.archives import extract_once
 from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
 
 TARGET_LOUDNESS_LUFS = -24.0
@@ -102,7 +99,7 @@ def discover_voices(location: Path | None) -> dict[str, VoicePrompt]:
     if location is None:
         return {}
     if location.is_file():
-        location = _extract_archive(location)
+        location = extract_once(location, "voices archive")
     voices: dict[str, VoicePrompt] = {}
     for path in sorted(location.rglob("*")):
         if path.suffix not in (".wav", ".pt"):
@@ -113,28 +110,3 @@ def discover_voices(location: Path | None) -> dict[str, VoicePrompt]:
         else:
             voice.pt_path = path
     return voices
-
-
-def _extract_archive(archive: Path) -> Path:
-    """Extract once, beside the archive: into a private directory, then one atomic rename.
-
-    Several processes (Serve replicas, Train workers) may load the same checkpoint at once; each
-    extracts into its own temporary directory and the first rename wins, so no process ever reads
-    a half-written voice.
-    """
-    target = archive.with_name(archive.name + ".extracted")
-    if target.is_dir():
-        return target
-    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", dir=archive.parent))
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
-        os.rename(staging, target)
-    except OSError:
-        if not target.is_dir():  # a rename fails only if another process got there first
-            raise CheckpointError(f"{archive}: cannot extract voices archive") from None
-    except tarfile.TarError as exc:
-        raise CheckpointError(f"{archive}: cannot extract voices archive: {exc}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

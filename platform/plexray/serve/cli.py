@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from plexray.cli import add_config_arguments, load_platform_config
+from plexray.settings import add_config_arguments, load_platform_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
