@@ -26,7 +26,7 @@ def test_binary_client_messages_decode_by_kind():
     (b"", "empty message"), (b"\x07", "unknown message kind 0x07"), (b"\xff", "unknown message kind 0xff"),
     (b"\x00", "sent by the server only"), (b"\x02hi", "sent by the server only"),
     (b"\x03", "one action byte"), (b"\x03\x09", "unknown action 0x09"),
-    (b"\x04not json", "not UTF-8 JSON"), (b"\x04[1, 2]", "expected a JSON object"),
+    (b"\x04not json", "not valid JSON"), (b"\x04[1, 2]", "expected a JSON object"),
 ])
 def test_malformed_binary_messages_are_named(message, problem):
     with pytest.raises(ProtocolError, match=problem):

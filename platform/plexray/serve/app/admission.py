@@ -6,21 +6,32 @@ report their live sessions and waiting callers every few seconds, which rebuilds
 a restart and frees the sessions of a replica that died (one silent for `3 * report_period_s`). Per-replica caps are enforced by the engines themselves;
 the ledger adds what no single replica can see: per-key session limits and per-address rates.
 A waiting caller counts towards its key's limit (a key cannot queue more than it may hold).
+
+A caller told 'busy' pays nothing: an admission to a replica whose every slot is taken is charged to
+the caller's rate budget only once a report shows it seated. A session released is not brought back
+by a report taken before its release. The ledger is one replica that may restart: every wait on it
+is bounded (BoundedLedger), and a caller it cannot answer is told so at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
+import logging
 import math
 import time
 import typing as tp
 
-from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.security import Caller
 
-CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER = 1008, 1013
+logger = logging.getLogger("ray.serve")
+
 RATE_WINDOW_S = 60.0
+# A ledger call answers in milliseconds; one that takes this long is waiting for a restarting ledger.
+LEDGER_ANSWER_S = 3.0
+LEDGER_RETRY_AFTER_S = 5  # a restarted ledger is back within seconds (it is rebuilt from replica reports)
 
 
 @dataclasses.dataclass
@@ -41,6 +52,8 @@ class AdmissionLedger:
         self.clock = clock
         self._replicas: dict[str, ReplicaReport] = {}
         self._recent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._uncharged: dict[str, str] = {}  # session id -> address: admitted to a full replica, not yet seated
+        self._released: dict[str, float] = {}  # session id -> when: recent releases, which a stale report may list
 
     def admit(self, replica_id: str, session_id: str, caller: Caller, capacity: int) -> None:
         """Record a new session, or raise AdmissionDenied ('rate_limited' or 'key_limit')."""
@@ -53,19 +66,25 @@ class AdmissionLedger:
             retry = max(1, math.ceil(recent[0] + RATE_WINDOW_S - now))
             raise AdmissionDenied("rate_limited", f"too many new sessions from this address "
                                                   f"({self.rate_limit} per minute); retry in {retry} s",
-                                  CLOSE_TRY_AGAIN_LATER, retry)
+                                  CloseCode.TRY_AGAIN_LATER, retry)
         if caller.key_name is not None and caller.key_session_limit is not None:
             held = self.sessions_of_key(caller.key_name)
             if held >= caller.key_session_limit:
                 raise AdmissionDenied("key_limit", f"API key {caller.key_name!r} already holds {held} live "
-                                                   f"sessions (its limit)", CLOSE_POLICY)
-        recent.append(now)
+                                                   f"sessions (its limit)", CloseCode.POLICY)
         report = self._replicas.setdefault(replica_id, ReplicaReport(capacity, {}, now))
+        if len(report.sessions) < capacity:
+            recent.append(now)
+        else:  # the replica will answer 'busy' (or seat the caller later): charged once seated, if ever
+            self._uncharged[session_id] = caller.address
+        self._released.pop(session_id, None)
         report.sessions[session_id] = caller.key_name
         report.admitted_at[session_id] = now
         report.last_seen = now
 
     def release(self, replica_id: str, session_id: str) -> None:
+        self._uncharged.pop(session_id, None)
+        self._released[session_id] = self.clock()
         report = self._replicas.get(replica_id)
         if report is not None:
             report.sessions.pop(session_id, None)
@@ -78,11 +97,17 @@ class AdmissionLedger:
         callers in its waiting line.
 
         A report may have been taken just before a session was admitted and arrive just after: sessions
-        admitted within the last report window are kept even when the report does not list them yet.
+        admitted within the last report window are kept even when the report does not list them yet. The
+        other way round, a session released within that window stays released though the report lists it.
         """
         now = self.clock()
+        self._released = {session_id: when for session_id, when in self._released.items()
+                          if now - when < self.stale_after_s}
         previous = self._replicas.get(replica_id)
-        merged = dict(sessions)
+        merged = {session_id: key for session_id, key in sessions.items() if session_id not in self._released}
+        for session_id in merged:  # seated: an admission that was not charged is charged now
+            if session_id in self._uncharged:
+                self._recent[self._uncharged.pop(session_id)].append(now)
         admitted_at = {}
         if previous is not None:
             for session_id, when in previous.admitted_at.items():
@@ -113,4 +138,49 @@ class AdmissionLedger:
 
     def _expire(self, now: float) -> None:
         for replica_id in [r for r, report in self._replicas.items() if now - report.last_seen > self.stale_after_s]:
-            del self._replicas[replica_id]
+            for session_id in self._replicas.pop(replica_id).sessions:
+                self._uncharged.pop(session_id, None)
+
+
+class BoundedLedger:
+    """A ledger (the Serve handle of the SessionLedger deployment) whose every call answers within
+    LEDGER_ANSWER_S, or fails.
+
+    While the ledger restarts, calls to it wait for the new replica (10 s or more). A caller being
+    admitted is told at once that admission is briefly unavailable (close 1013, retry after a few
+    seconds), never left hanging; a release or report that cannot get through is made good by the
+    replica's next report, which rebuilds the restarted ledger.
+    """
+
+    def __init__(self, ledger, answer_within_s: float | None = None):
+        self.ledger = ledger
+        self.answer_within_s = LEDGER_ANSWER_S if answer_within_s is None else answer_within_s
+
+    async def admit(self, replica_id: str, session_id: str, caller: Caller, capacity: int) -> None:
+        try:
+            await self._bounded(self.ledger.admit(replica_id, session_id, caller, capacity))
+        except AdmissionDenied:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a timeout, or the handle's error for a ledger replica gone
+            logger.warning("admission ledger unavailable: %s", exc)
+            raise AdmissionDenied("ledger_unavailable", f"admission is briefly unavailable (the session ledger "
+                                                        f"is restarting); retry in {LEDGER_RETRY_AFTER_S} s",
+                                  CloseCode.TRY_AGAIN_LATER, LEDGER_RETRY_AFTER_S) from None
+
+    async def release(self, replica_id: str, session_id: str) -> None:
+        await self._bounded(self.ledger.release(replica_id, session_id))
+
+    async def report(self, replica_id: str, capacity: int, sessions: dict, metrics: dict, waiting: dict) -> None:
+        await self._bounded(self.ledger.report(replica_id, capacity, sessions, metrics, waiting))
+
+    async def forget(self, replica_id: str) -> None:
+        await self._bounded(self.ledger.forget(replica_id))
+
+    async def snapshot(self) -> dict:
+        return await self._bounded(self.ledger.snapshot())
+
+    async def _bounded(self, call: tp.Awaitable):
+        try:
+            return await asyncio.wait_for(call, self.answer_within_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the session ledger did not answer within {self.answer_within_s:g} s") from None

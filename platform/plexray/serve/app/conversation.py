@@ -4,14 +4,16 @@ The receive loop decodes client messages and pushes audio into the session; a ma
 gets the protocol's error message and is dropped, so one bad message never ends a conversation
 (a client that sends `max_protocol_errors` of them is closed with 1007). The send loop waits for
 the prompt prefill (then sends the handshake), streams agent frames, and closes the socket with
-the reason the session ended.
+the reason the session ended. A conversation returns only once both loops have finished.
+
+A client hanging up is 'disconnected'; any other failure of a loop is a fault of this server:
+logged, and the socket closed with 1011 ('internal_error').
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import typing as tp
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -19,15 +21,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from plexray.errors import PlexrayError
 from plexray.serve.app import binary_protocol as binary
 from plexray.serve.app import json_protocol
-from plexray.serve.app.errors import ProtocolError
+from plexray.serve.app.errors import CloseCode, ProtocolError
+from plexray.serve.app.security import replica_logger
 from plexray.serve.engine import Session, SessionOutput
+from plexray.serve.engine.audio_input import StreamResampler, clean_pcm
 
-logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
+logger = replica_logger()
 
-CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_INVALID_DATA = 1000, 1001, 1007
 # How each end reason closes the socket: the replica stopping is 'going away', a client that broke the
-# protocol too often 'invalid data', the rest normal.
-END_CLOSE_CODES = {"engine_stopped": CLOSE_GOING_AWAY, "protocol_errors": CLOSE_INVALID_DATA}
+# protocol too often 'invalid data', a fault of this server 'internal error', the rest normal.
+END_CLOSE_CODES = {"engine_stopped": CloseCode.GOING_AWAY, "protocol_errors": CloseCode.INVALID_DATA,
+                   "internal_error": CloseCode.INTERNAL_ERROR}
+SENDER_GRACE_S = 2.0  # how long a client's end waits for the agent frames already made to go out
 
 
 @dataclasses.dataclass
@@ -91,7 +96,7 @@ class ChatProtocol:
         elif decoded.kind is binary.Kind.CONTROL:
             return self._control(decoded.control)
         elif decoded.kind is binary.Kind.METADATA:
-            logger.info("client metadata: %s", sorted(decoded.metadata or {}))
+            logger.info("client metadata: %s", ", ".join(sorted(decoded.metadata or {}))[:200])
         elif decoded.kind is binary.Kind.ERROR:
             logger.info("client reported an error: %s", decoded.payload[:200].decode("utf-8", "replace"))
         return True
@@ -117,6 +122,7 @@ class VoiceProtocol:
     def __init__(self, persona: str, session_id: str, voice: str | None):
         self.persona, self.session_id, self.voice = persona, session_id, voice
         self._chunks = 0
+        self._resampler = StreamResampler()  # the client's audio may come at any rate (the talk page: 48 kHz)
 
     async def send_ready(self, ws: WebSocket) -> None:
         await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice))
@@ -137,7 +143,9 @@ class VoiceProtocol:
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         decoded = json_protocol.decode_client_message(raw)
         if decoded.type == "audio_chunk":
-            session.push_pcm(decoded.pcm, decoded.sample_rate)
+            # An empty chunk is no sign of life: pushing it would hold off the idle timeout for ever.
+            if decoded.pcm.size:
+                session.push_pcm(clean_pcm(decoded.pcm, decoded.sample_rate, session.stats.audio, self._resampler))
         elif decoded.type == "ping":
             await ws.send_text(json_protocol.pong())
         elif decoded.type == "interrupt":
@@ -152,26 +160,34 @@ class VoiceProtocol:
 
 async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
                    on_protocol_error: tp.Callable[[], None] = lambda: None) -> str:
-    """Run one accepted conversation to its end; returns why it ended. Always closes the session."""
+    """Run one accepted conversation to its end; returns why it ended. Always closes the session, and
+    returns only when its send and receive loops have both finished."""
     client_reason: str | None = None  # set when the client ends the conversation (or breaks the protocol)
     sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason))
     receiver = asyncio.create_task(_receive_loop(ws, session, protocol, limits, on_protocol_error))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        client_reason = receiver.result() if receiver in done else None
+        if receiver not in done:
+            return sender.result()
+        client_reason = receiver.result()
+        session.close()
+        if client_reason == "disconnected":
+            return client_reason
+        # The sender sends what is left, then 'ended' with the client's reason, and closes.
+        await asyncio.wait({sender}, timeout=SENDER_GRACE_S)
+        if sender.done():
+            sender.result()  # a failure of the sender is still this server's fault
+        await _close(ws, END_CLOSE_CODES.get(client_reason, CloseCode.NORMAL), client_reason)
+        return client_reason
+    except Exception:  # noqa: BLE001 - a bug on this side; the client hears 1011, the log has the traceback
+        logger.exception("conversation failed on this side")
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal_error")
+        return "internal_error"
     finally:
         session.close()
-        receiver.cancel()
-    if client_reason is not None and client_reason != "disconnected":
-        # The sender sends what is left, then 'ended' with the client's reason, and closes.
-        await asyncio.wait({sender}, timeout=2.0)
-        sender.cancel()
-        await _close(ws, END_CLOSE_CODES.get(client_reason, CLOSE_NORMAL), client_reason)
-        return client_reason
-    if client_reason == "disconnected":
-        sender.cancel()
-        return "disconnected"
-    return sender.result()
+        for task in (sender, receiver):
+            task.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
 
 
 async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
@@ -185,23 +201,35 @@ async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
         if reason == "closed":  # closed on this side: say why, when it was the client's doing
             reason = client_reason() or reason
         await protocol.send_ended(ws, reason)
-        await _close(ws, END_CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
+        await _close(ws, END_CLOSE_CODES.get(reason, CloseCode.NORMAL), reason)
         return reason
-    except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
-        return "disconnected"
+    except (WebSocketDisconnect, RuntimeError) as exc:
+        if _hung_up(ws, exc):
+            return "disconnected"
+        raise
 
 
 async def _receive_loop(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
                         on_protocol_error: tp.Callable[[], None]) -> str:
+    try:
+        return await _read_messages(ws, session, protocol, limits, on_protocol_error)
+    except (WebSocketDisconnect, RuntimeError) as exc:  # an answer (error, pong) to a client now gone
+        if _hung_up(ws, exc):
+            return "disconnected"
+        raise
+
+
+async def _read_messages(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
+                         on_protocol_error: tp.Callable[[], None]) -> str:
     errors = 0
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return "disconnected"
         try:
-            size = len(message.get("bytes") or message.get("text") or b"")
+            size = _message_bytes(message)
             if size > limits.max_message_bytes:
-                raise ProtocolError(f"message of {size} bytes exceeds the limit of {limits.max_message_bytes}")
+                raise ProtocolError(f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes")
             if not await protocol.handle(ws, message, session):
                 return "client_end"
         except PlexrayError as exc:  # ProtocolError, BadAudioError: tell the client, keep the session
@@ -211,6 +239,24 @@ async def _receive_loop(ws: WebSocket, session: Session, protocol: Protocol, lim
             if errors >= limits.max_protocol_errors:
                 await protocol.send_error(ws, f"{errors} invalid messages: closing", "too_many_errors")
                 return "protocol_errors"
+
+
+def _message_bytes(message: dict) -> int:
+    """A message's size on the wire: text counts in UTF-8 bytes, as the limit is stated."""
+    if message.get("bytes") is not None:
+        return len(message["bytes"])
+    return len((message.get("text") or "").encode("utf-8", "surrogatepass"))
+
+
+def _hung_up(ws: WebSocket, exc: Exception) -> bool:
+    """Whether `exc` from a send means the connection is gone (not a fault of this server).
+
+    Starlette raises WebSocketDisconnect when the client has gone, and RuntimeError when this side
+    already closed the socket; a RuntimeError on a socket still open both ways is a bug.
+    """
+    if isinstance(exc, WebSocketDisconnect):
+        return True
+    return not (ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED)
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

@@ -31,24 +31,29 @@ class ClientMessage:
 
 
 def decode_client_message(raw: str | bytes) -> ClientMessage:
-    """Parse one client message, or raise ProtocolError naming what is wrong with it."""
-    try:
-        message = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"message is not valid JSON ({exc})") from None
+    """Parse one client message, or raise ProtocolError naming what is wrong with it.
+
+    Every field is checked for its type before it is used: a caller may send any JSON at all.
+    """
+    message = parse_json(raw, "message")
     if not isinstance(message, dict):
-        raise ProtocolError("message must be a JSON object with a 'type'")
+        raise ProtocolError(f"message must be a JSON object with a 'type', got {describe(message)}")
     kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(f"'type' must be a string, got {describe(kind)}")
     if kind not in CLIENT_TYPES:
-        raise ProtocolError(f"unknown message type {kind!r}; expected one of {list(CLIENT_TYPES)}")
+        raise ProtocolError(f"unknown message type {describe(kind)}; expected one of {list(CLIENT_TYPES)}")
     if kind != "audio_chunk":
         return ClientMessage(kind)
     audio_format = message.get("format", "pcm")
+    if not isinstance(audio_format, str):
+        raise ProtocolError(f"audio_chunk: 'format' must be a string, got {describe(audio_format)}")
     if audio_format not in PCM_FORMATS:
-        raise ProtocolError(f"audio_chunk: unknown format {audio_format!r}; expected one of {list(PCM_FORMATS)}")
+        raise ProtocolError(f"audio_chunk: unknown format {describe(audio_format)}; expected one of "
+                            f"{list(PCM_FORMATS)}")
     data = message.get("data")
     if not isinstance(data, str):
-        raise ProtocolError("audio_chunk: 'data' must be a base64 string")
+        raise ProtocolError(f"audio_chunk: 'data' must be a base64 string, got {describe(data)}")
     try:
         raw_bytes = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -59,8 +64,36 @@ def decode_client_message(raw: str | bytes) -> ClientMessage:
                             f"({dtype.itemsize} bytes each)")
     sample_rate = message.get("sample_rate", SAMPLE_RATE)
     if not isinstance(sample_rate, int) or isinstance(sample_rate, bool):
-        raise ProtocolError(f"audio_chunk: 'sample_rate' must be an integer, got {sample_rate!r}")
+        raise ProtocolError(f"audio_chunk: 'sample_rate' must be an integer, got {describe(sample_rate)}")
     return ClientMessage(kind, np.frombuffer(raw_bytes, dtype=dtype), sample_rate)
+
+
+def parse_json(raw: str | bytes, what: str) -> object:
+    """json.loads for caller input: every way it can fail is a ProtocolError naming `what`.
+
+    Besides malformed text, json.loads raises RecursionError for deep nesting and ValueError for an
+    integer past Python's digit limit; both are the caller's doing, not a fault of this server.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested too deeply to be a protocol message") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{what} is not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not valid JSON (not UTF-8 text)") from None
+    except ValueError:  # the int conversion limit: a number with thousands of digits
+        raise ProtocolError(f"{what} is not valid JSON (a number with too many digits)") from None
+
+
+def describe(value: object) -> str:
+    """A caller's value for an error message: short, one line, never the whole input echoed back."""
+    if isinstance(value, str):
+        shown = repr(value[:40])  # repr: control characters escaped
+        return shown + ("..." if len(value) > 40 else "")
+    names = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def connected(persona: str, session_id: str, voice: str | None) -> str:

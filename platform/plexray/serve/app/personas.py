@@ -7,15 +7,13 @@ import typing as tp
 import pydantic
 
 from plexray.config import describe_validation_error
-from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.config import PersonaConfig
 from plexray.serve.engine import SessionSettings
 
-CLOSE_POLICY = 1008
-
 
 def bad_request(message: str) -> AdmissionDenied:
-    return AdmissionDenied("bad_request", message, CLOSE_POLICY)
+    return AdmissionDenied("bad_request", message, CloseCode.POLICY)
 
 
 def resolve_persona(personas: tp.Mapping[str, PersonaConfig], name: str) -> PersonaConfig:

@@ -1,17 +1,18 @@
-"""Who may open a session: API keys (constant-time), allowed origins, the client's address; log-safe URLs."""
+"""Who may open a session: API keys (constant-time), allowed origins, the client's address; log-safe
+URLs and log lines."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import hmac
+import logging
 import typing as tp
 import urllib.parse
 
-from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.config import SecurityConfig
 
-CLOSE_POLICY = 1008
 SECRET_PARAMETERS = ("api_key", "token", "key")
 
 
@@ -46,21 +47,21 @@ class Gatekeeper:
         presented = presented_key(headers, query)
         if presented is None:
             raise AdmissionDenied("unauthorized", "an API key is required (Authorization: Bearer KEY, X-API-Key "
-                                                  "header or api_key query parameter)", CLOSE_POLICY)
+                                                  "header or api_key query parameter)", CloseCode.POLICY)
         digest = hashlib.sha256(presented.encode()).digest()
         match = None
         for key_digest, name, limit in self._keys:
             if hmac.compare_digest(digest, key_digest) and match is None:
                 match = (name, limit)
         if match is None:
-            raise AdmissionDenied("unauthorized", "invalid API key", CLOSE_POLICY)
+            raise AdmissionDenied("unauthorized", "invalid API key", CloseCode.POLICY)
         return Caller(address, match[0], match[1])
 
     def _check_origin(self, origin: str | None) -> None:
         allowed = self.config.allowed_origins
         if origin is None or not allowed or "*" in allowed or origin in allowed:
             return
-        raise AdmissionDenied("origin", f"origin {origin!r} is not allowed", CLOSE_POLICY)
+        raise AdmissionDenied("origin", f"origin {origin!r} is not allowed", CloseCode.POLICY)
 
 
 def presented_key(headers: tp.Mapping[str, str], query: tp.Mapping[str, str]) -> str | None:
@@ -80,3 +81,37 @@ def redact_query(query_string: str) -> str:
     """The query string with secret parameters replaced by '***', for logs."""
     pairs = urllib.parse.parse_qsl(query_string, keep_blank_values=True)
     return urllib.parse.urlencode([(k, "***" if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs])
+
+
+class EscapeControlCharacters(logging.Filter):
+    """Escapes newline, CR, NUL and every other control character in a log line's arguments.
+
+    Arguments carry caller input (session labels, persona names, query values, error texts that quote
+    them): raw, a newline in one would forge a log line of its own.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(log_safe(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: log_safe(value) for key, value in record.args.items()}
+        return True
+
+
+def log_safe(value: tp.Any) -> tp.Any:
+    """Text (or an exception's text) with control characters backslash-escaped; other values as they are."""
+    if isinstance(value, (str, BaseException)):
+        text = str(value)
+        if text.isprintable():
+            return text
+        return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                       for char in text)
+    return value
+
+
+def replica_logger() -> logging.Logger:
+    """Serve's logger (its lines land in the replica logs), escaping caller input in every line."""
+    logger = logging.getLogger("ray.serve")
+    if not any(isinstance(existing, EscapeControlCharacters) for existing in logger.filters):
+        logger.addFilter(EscapeControlCharacters())
+    return logger

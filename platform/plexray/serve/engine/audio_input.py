@@ -1,8 +1,13 @@
 """Checking and repairing the audio a client pushes: the engine must never crash on it.
 
 Repaired (and counted): non-finite samples -> 0, samples outside [-1, 1] -> clipped, integer PCM ->
-scaled to [-1, 1], another sample rate -> resampled to 24 kHz, a [1, N] or [N, 1] array -> flattened.
+scaled to [-1, 1] (signed: full scale 2**(bits-1); unsigned: silence at the midpoint), another sample
+rate -> resampled to 24 kHz, a [1, N] or [N, 1] array -> flattened.
 Refused with BadAudioError (and counted): several channels, non-numeric data, an absurd rate.
+
+Resampling is soxr's (band-limited, so nothing above 12 kHz folds back into the speech band). A client
+stream arriving in chunks goes through a StreamResampler, whose filter state carries from one chunk
+to the next; without one, each call is resampled as a whole clip.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import soxr
 
 from plexray.model.prompt import SAMPLE_RATE
 from plexray.serve.engine.errors import BadAudioError
@@ -26,8 +32,31 @@ class AudioCounters:
     resampled: int = 0
 
 
-def clean_pcm(pcm, sample_rate: int, counters: AudioCounters) -> np.ndarray:
-    """Return float32 mono samples at 24 kHz in [-1, 1], or raise BadAudioError (both counted)."""
+class StreamResampler:
+    """One client's audio stream -> 24 kHz, chunk after chunk, with the filter state kept in between."""
+
+    def __init__(self) -> None:
+        self._rate: int | None = None
+        self._stream: soxr.ResampleStream | None = None
+
+    def resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """float32 samples at `rate` -> float32 at 24 kHz (the first call holds back the filter's delay)."""
+        tail = np.zeros(0, np.float32)
+        if rate != self._rate:  # the client changed its rate: finish the old stream, start a new one
+            if self._stream is not None:
+                tail = self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
+            self._rate, self._stream = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        assert self._stream is not None
+        resampled = self._stream.resample_chunk(samples)
+        return np.concatenate([tail, resampled]) if tail.size else resampled
+
+
+def clean_pcm(pcm, sample_rate: int, counters: AudioCounters, resampler: StreamResampler | None = None
+              ) -> np.ndarray:
+    """Return float32 mono samples at 24 kHz in [-1, 1], or raise BadAudioError (both counted).
+
+    `resampler`: the stream these samples continue, when they are one chunk of it.
+    """
     try:
         samples = _as_mono(pcm, sample_rate)
     except BadAudioError:
@@ -35,8 +64,7 @@ def clean_pcm(pcm, sample_rate: int, counters: AudioCounters) -> np.ndarray:
         raise
     repaired = False
     if samples.dtype.kind in "iu":
-        scale = float(np.iinfo(samples.dtype).max) + 1.0
-        samples = samples.astype(np.float32) / scale
+        samples = _integer_pcm_to_float(samples)
         repaired = True
     samples = samples.astype(np.float32, copy=False)
     nonfinite = ~np.isfinite(samples)
@@ -50,7 +78,10 @@ def clean_pcm(pcm, sample_rate: int, counters: AudioCounters) -> np.ndarray:
         samples = np.clip(samples, -1.0, 1.0)
         repaired = True
     if sample_rate != SAMPLE_RATE:
-        samples = _resample(samples, sample_rate)
+        if resampler is not None:
+            samples = resampler.resample(samples, int(sample_rate))
+        else:
+            samples = soxr.resample(samples, int(sample_rate), SAMPLE_RATE).astype(np.float32, copy=False)
         counters.resampled += 1
         repaired = True
     counters.repaired += int(repaired)
@@ -74,10 +105,9 @@ def _as_mono(pcm, sample_rate) -> np.ndarray:
     return samples
 
 
-def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Linear interpolation: enough for speech going into Mimi, and never fails."""
-    if samples.size == 0:
-        return samples
-    duration = samples.size / rate
-    target = np.arange(int(round(duration * SAMPLE_RATE))) / SAMPLE_RATE
-    return np.interp(target, np.arange(samples.size) / rate, samples).astype(np.float32)
+def _integer_pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM -> float in [-1, 1): signed full scale is 2**(bits-1); unsigned PCM (8-bit WAV) is
+    offset binary, silence at 2**(bits-1)."""
+    half_range = 2.0 ** (8 * samples.dtype.itemsize - 1)
+    centred = samples.astype(np.float64) - (half_range if samples.dtype.kind == "u" else 0.0)
+    return (centred / half_range).astype(np.float32)
