@@ -79,3 +79,20 @@ def test_committed_configuration_reference_is_current():
 
     committed = (REPO_ROOT / "docs" / "configuration.md").read_text()
     assert committed == reference_markdown(PlexrayConfig) + "\n", "run: plexray config reference > docs/configuration.md"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"model:\n  dtype: \xff\xfe bfloat16\n", "not UTF-8 text"),
+    ("model:\n  dtype: [unclosed\n".encode(), "not valid YAML"),
+])
+def test_unreadable_config_file_is_one_line_naming_the_file(tmp_path, capsys, content, problem):
+    """Bytes that are not UTF-8 (a file saved as Latin-1 or UTF-16) and broken YAML: one line, no traceback."""
+    from plexray.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^{path}: {problem}"):
+        load_config(PlexrayConfig, path)
+    assert main(["config", "show", "--config", str(path)]) == 2
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and str(path) in error_lines[0] and problem in error_lines[0], error_lines

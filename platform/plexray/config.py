@@ -70,13 +70,29 @@ def load_config(
 
 
 def read_yaml(path: Path, error: type[PlexrayError], what: str = "file") -> tp.Any:
-    """Parse a YAML file; a missing file or bad YAML raises `error` naming the file."""
+    """Parse a YAML file; a missing, unreadable, non-UTF-8 or bad YAML file raises `error`: one line naming the file."""
     if not path.is_file():
         raise error(f"{path}: {what} not found")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")  # explicit: the locale's encoding differs between machines
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                    f"save the {what} as UTF-8") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML: {exc}") from None
+        raise error(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: the problem and where (its own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def describe_validation_error(source: str, exc: pydantic.ValidationError) -> str:

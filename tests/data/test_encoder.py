@@ -63,3 +63,25 @@ def test_strategies_place_the_same_text_differently(demo_bundle, audio_rows):
 def test_gpu_actors_need_a_cuda_device():
     with pytest.raises(ValueError, match="set device: cuda"):
         DataConfig.model_validate({"encode": {"num_gpus_per_actor": 0.5}})
+
+
+def test_a_word_after_the_end_of_the_audio_is_dropped_not_the_conversation(demo_bundle, audio_rows):
+    """A transcript that outlasts the audio: the late word is counted in the row, the conversation is kept."""
+    import json
+
+    from plexray.data.rejects import read_rejects
+    from plexray.data.stats import conversation_stats
+
+    rows, output_dir = audio_rows
+    row = dict(rows[0])
+    transcript = json.loads(row["transcript"])
+    audio_end_s = len(row["agent_audio"]) / 24000
+    agent_turn = next(turn for turn in reversed(transcript) if turn["speaker"] == "agent")
+    agent_turn["words"] = [*agent_turn.get("words", []), ["goodbye", audio_end_s + 2.0, audio_end_s + 2.5]]
+    row["transcript"] = json.dumps(transcript)
+
+    table = _encoder(demo_bundle, output_dir)(rows_to_batch([row]))
+    assert str(row["id"]) not in read_rejects(output_dir)
+    written = table.to_pylist()
+    assert [(r["id"], r["late_words"]) for r in written] == [(row["id"], 1)] and written[0]["dropped_text_tokens"] >= 1
+    assert conversation_stats(table)["alignment"]["late_words"] == 1

@@ -62,3 +62,10 @@ def test_cli_reports_a_bad_persona_file_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"{path}: personas.0.pause_ms" in error and "Traceback" not in error
     assert not (tmp_path / "out").exists(), "a bad persona file fails before any work"
+
+
+def test_a_persona_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("personas:\n  - id: jose\n    name: José\n".encode("latin-1"))
+    with pytest.raises(LibraryError, match=rf"^{path}: not UTF-8 text"):
+        load_library([path])

@@ -128,3 +128,23 @@ def test_export_then_import_with_a_corrupt_recording(dataset, tmp_path):
     assert imported["rejects_by_reason"] == {"corrupt_audio": 1}
     rows = _rows(tmp_path / "imported")
     assert all(_codes(row).shape[0] == 17 and row["prompt_end"] > 0 for row in rows)
+
+
+def test_a_run_that_rejects_everything_exits_non_zero_naming_the_cause(ray_cluster, tmp_path, capsys):
+    """The dialogue endpoint is down (nothing listens on the port): every conversation is rejected."""
+    import socket
+
+    from plexray.cli import main
+
+    with socket.socket() as unused:  # a port nobody listens on: connections are refused at once
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    overrides = [f"data.output_dir={tmp_path}", *OVERRIDES, "data.dialogue.backend=llm",
+                 f"data.dialogue.llm.base_url=http://127.0.0.1:{port}/v1", "data.dialogue.llm.max_retries=0",
+                 "data.max_attempts=1"]
+    assert main(["data", "generate", *[argument for item in overrides for argument in ("--set", item)]]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "4 of 4 planned conversations (100%) were rejected" in error and "synthesize error LLMError" in error
+    assert "Traceback" not in error
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "too_many_rejects" and manifest["rejected"] == 4

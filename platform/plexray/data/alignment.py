@@ -12,6 +12,9 @@ One function per named strategy; the manifest records which one built a dataset.
   end) so no text is lost. End-of-padding before the cluster, as for words.
 - `uniform`: a turn's tokens spread evenly over the turn's frames (the rule fix 2 replaced;
   kept as a baseline).
+
+The transcript can outlast the audio (a conversation is cut at `speech.max_duration_s`): a word
+(or turn) that starts after the last frame is dropped and counted, and the rest is aligned.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class Span(tp.NamedTuple):
     text: str
     start_s: float
     end_s: float
+
+
+class TextRow(tp.NamedTuple):
+    """The agent's text row and what did not make it in."""
+
+    row: np.ndarray  # [num_frames] int64
+    dropped_tokens: int  # tokens left out: past the end of the row or of their turn's window, late words' included
+    late_words: int  # words that start after the audio ends, dropped whole
 
 
 def frame_of(seconds: float) -> int:
@@ -100,13 +111,22 @@ def align_uniform(turns: tp.Sequence[Span], num_frames: int, tokenize: Tokenize)
     return row, dropped
 
 
+STRATEGY_FUNCTIONS = {"word": align_words, "onset": align_onset, "uniform": align_uniform}
+
+
 def align(strategy: str, words: tp.Sequence[Span], turns: tp.Sequence[Span], num_frames: int,
-          tokenize: Tokenize) -> tuple[np.ndarray, int]:
-    """The agent's text row [num_frames] (int64) by `strategy`, and how many tokens were dropped."""
-    if strategy == "word":
-        return align_words(words, num_frames, tokenize)
-    if strategy == "onset":
-        return align_onset(turns, num_frames, tokenize)
-    if strategy == "uniform":
-        return align_uniform(turns, num_frames, tokenize)
-    raise ValueError(f"unknown alignment strategy {strategy!r}; expected one of {STRATEGIES}")
+          tokenize: Tokenize) -> TextRow:
+    """The agent's text row [num_frames] (int64) by `strategy`, with what was dropped.
+
+    `words` feed the word strategy, `turns` the others. Spans that start after the last frame are
+    left out before placing the rest: there is no frame to put them on.
+    """
+    if strategy not in STRATEGY_FUNCTIONS:
+        raise ValueError(f"unknown alignment strategy {strategy!r}; expected one of {STRATEGIES}")
+    spans = words if strategy == "word" else turns
+    on_time = [span for span in spans if frame_of(span.start_s) < num_frames]
+    late = [span for span in spans if frame_of(span.start_s) >= num_frames]
+    row, dropped = STRATEGY_FUNCTIONS[strategy](on_time, num_frames, tokenize)
+    return TextRow(row, dropped + sum(len(tokenize(span.text)) for span in late),
+                   sum(len(span.text.split()) for span in late))
+

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _print_manifest(manifest: dict) -> int:
     keys = ("status", "planned", "written", "rejected", "missing", "reconciled", "run", "rejects_by_reason",
-            "hours_of_audio", "alignment")
+            "hours_of_audio", "alignment", "late_words")
     print(json.dumps({key: manifest[key] for key in keys}, indent=2))
     return 0 if manifest["reconciled"] else 1
 

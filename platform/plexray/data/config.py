@@ -101,6 +101,12 @@ class DataConfig(StrictModel):
         True, description="prefix each conversation with the agent's voice prompt (SPEC section 3)")
     rows_per_shard: int = pydantic.Field(64, ge=1)
     max_attempts: int = pydantic.Field(2, ge=1, description="tries per conversation before quarantine")
+    # 0.2: a healthy run rejects a few conversations (an LLM's dialogue failing validation); a fifth or
+    # more points to something systematic (espeak-ng missing, an endpoint down, a bug) and skews the
+    # balance of personas and scenarios the plan asked for.
+    max_reject_fraction: float = pydantic.Field(
+        0.2, ge=0, le=1, description="the run fails (non-zero exit, manifest status too_many_rejects) when a larger "
+                                     "fraction of the plan is rejected; 1 accepts any number")
     library: LibraryConfig = LibraryConfig()
     dialogue: DialogueConfig = DialogueConfig()
     speech: SpeechConfig = SpeechConfig()

@@ -34,6 +34,43 @@ def versions() -> dict[str, str]:
     return found
 
 
+def reject_cause(record: dict) -> str:
+    """What a reject is counted under: its stage and the validation tag, or for a crash the exception
+    type (the message differs per conversation, the type is what a person fixes)."""
+    if record["kind"] == "error":
+        exception_type = record["reason"].removeprefix("error: ").split(":", 1)[0]
+        return f"{record['stage']} error {exception_type}"
+    return f"{record['stage']} {reason_tag(record['reason'])}"
+
+
+def dominant_reject_cause(records: list[dict]) -> dict | None:
+    """The most common cause among `records`, how many it covers, and one full reason as an example."""
+    if not records:
+        return None
+    counts = collections.Counter(reject_cause(record) for record in records)
+    cause, count = counts.most_common(1)[0]
+    example = next(record["reason"] for record in records if reject_cause(record) == cause)
+    return {"cause": cause, "count": count, "example": example}
+
+
+def run_status(missing: list[str], reject_fraction: float, max_reject_fraction: float) -> str:
+    """`too_many_rejects` fails the run even when every item is accounted for: a run that rejects
+    most of its plan has a systematic cause (a missing tool, a bug, an endpoint down), not bad luck."""
+    if reject_fraction > max_reject_fraction:
+        return "too_many_rejects"
+    return "complete" if not missing else "incomplete"
+
+
+def reject_limit_message(manifest: dict, output_dir: Path) -> str:
+    """One line for a run over data.max_reject_fraction: how many, the main cause, where to look."""
+    cause = manifest["dominant_reject_cause"]
+    return (f"{manifest['rejected']} of {manifest['planned']} planned conversations "
+            f"({manifest['reject_fraction']:.0%}) were rejected, more than data.max_reject_fraction="
+            f"{manifest['max_reject_fraction']} allows; most common cause: {cause['cause']} "
+            f"({cause['count']} conversations), e.g. {cause['example']!r}; every reject is in "
+            f"{output_dir / 'rejects.jsonl'}; fix the cause and run again (written conversations are kept)")
+
+
 def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: dict) -> dict:
     """Reconcile the plan with the shards and rejects on disk, then write manifest.json and the stats."""
     written = written_ids(output_dir)
@@ -42,6 +79,8 @@ def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: 
     written_planned = planned_ids & set(written)
     rejected_planned = {item_id for item_id in planned_ids & set(rejects) if item_id not in written}
     missing = sorted(planned_ids - written_planned - rejected_planned)
+    reject_fraction = len(rejected_planned) / len(planned_ids) if planned_ids else 0.0
+    max_reject_fraction = settings["data"]["max_reject_fraction"]
     table = read_index(output_dir)
     stats = write_report(output_dir, table)
     per_persona = collections.Counter(table.column("persona_id").to_pylist())
@@ -49,10 +88,13 @@ def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: 
     planned_per_persona = collections.Counter(item.persona_id for item in plan)
     manifest = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "status": "complete" if not missing else "incomplete",
+        "status": run_status(missing, reject_fraction, max_reject_fraction),
         "planned": len(planned_ids),
         "written": len(written_planned),
         "rejected": len(rejected_planned),
+        "reject_fraction": reject_fraction,
+        "max_reject_fraction": max_reject_fraction,
+        "dominant_reject_cause": dominant_reject_cause([rejects[item_id] for item_id in sorted(rejected_planned)]),
         "missing": missing,
         "reconciled": len(planned_ids) == len(written_planned) + len(rejected_planned),
         "rows_outside_plan": len(set(written) - planned_ids),
@@ -65,6 +107,7 @@ def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: 
         "rejects_by_reason": dict(collections.Counter(reason_tag(rejects[i]["reason"]) for i in rejected_planned)),
         "rejects_by_stage": dict(collections.Counter(rejects[i]["stage"] for i in rejected_planned)),
         "alignment": settings["data"]["alignment"],
+        "late_words": stats["alignment"]["late_words"],
         "seed": settings["data"]["seed"],
         "shards": [path.name for path in shard_files(output_dir)],
         "stats": stats,

@@ -16,7 +16,7 @@ import typing as tp
 from pathlib import Path
 
 from plexray.data.errors import DataError
-from plexray.data.manifest import write_manifest
+from plexray.data.manifest import reject_limit_message, write_manifest
 from plexray.data.personas import load_library
 from plexray.data.plan import PlanItem, plan_conversations
 from plexray.data.shards import SHARDS_DIR, written_ids
@@ -68,7 +68,10 @@ def run_pipeline(items: list[dict], first_stage: tp.Callable[[dict], list[dict]]
 
 
 def run_and_reconcile(plan: list[PlanItem], items: list[dict], first_stage, config, output_dir: Path) -> dict:
-    """Run the pipeline on the items not yet written, then write the manifest (also when it fails)."""
+    """Run the pipeline on the items not yet written, then write the manifest (also when it fails).
+
+    Raises DataError when the run failed, or rejected more of the plan than data.max_reject_fraction.
+    """
     existing = written_ids(output_dir)
     todo = [item for item in items if item["id"] not in existing]
     run = {"skipped_existing": len(items) - len(todo), "attempted": len(todo), "error": None}
@@ -82,7 +85,10 @@ def run_and_reconcile(plan: list[PlanItem], items: list[dict], first_stage, conf
         manifest = write_manifest(output_dir, plan, config.model_dump(mode="json"), run)
         raise DataError(f"pipeline failed ({run['error']}); {manifest['written']} of {manifest['planned']} "
                         f"conversations are written; run again to resume") from exc
-    return write_manifest(output_dir, plan, config.model_dump(mode="json"), run)
+    manifest = write_manifest(output_dir, plan, config.model_dump(mode="json"), run)
+    if manifest["status"] == "too_many_rejects":
+        raise DataError(reject_limit_message(manifest, output_dir))
+    return manifest
 
 
 def prepare(config) -> tuple[tp.Any, Path]:

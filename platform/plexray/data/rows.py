@@ -31,7 +31,8 @@ def conversation_codes(text_row: np.ndarray, agent_codes: torch.Tensor, user_cod
 
 def build_row(meta: dict, conversation: torch.Tensor, voice_codes: torch.Tensor | None,
               prompt_tokens: list[int], prompt_codes: PromptCodes, alignment: str) -> dict:
-    """The contract row. `meta` holds id, persona_id, scenario_id, system_prompt, transcript (list)."""
+    """The contract row. `meta` holds id, persona_id, scenario_id, system_prompt, transcript (list), and
+    what alignment left out: late_words (words starting after the audio ends) and dropped_text_tokens."""
     prompt = build_prompt_frames(voice_codes, prompt_tokens, prompt_codes)
     codes = torch.cat([prompt.model_codes, conversation], dim=1)
     if codes.min() < -1 or codes.max() > np.iinfo(np.int16).max:
@@ -48,6 +49,8 @@ def build_row(meta: dict, conversation: torch.Tensor, voice_codes: torch.Tensor 
         "duration_s": float(codes.shape[1] / FRAME_RATE),
         "alignment": alignment,
         "transcript": json.dumps(meta["transcript"]),
+        "late_words": np.int32(meta["late_words"]),
+        "dropped_text_tokens": np.int32(meta["dropped_text_tokens"]),
     }
 
 
@@ -56,6 +59,7 @@ SCHEMA = pa.schema([
     ("id", pa.string()), ("persona_id", pa.string()), ("scenario_id", pa.string()), ("system_prompt", pa.string()),
     ("codes", CODES_TYPE), ("num_frames", pa.int32()), ("prompt_start", pa.int32()), ("prompt_end", pa.int32()),
     ("duration_s", pa.float64()), ("alignment", pa.string()), ("transcript", pa.string()),
+    ("late_words", pa.int32()), ("dropped_text_tokens", pa.int32()),
 ])
 
 

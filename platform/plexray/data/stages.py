@@ -140,11 +140,11 @@ class ConversationEncoder:
         transcript = json.loads(str(item["transcript"]))
         words, turns = agent_spans(transcript)
         frames = num_frames(len(item["agent_audio"]))
-        text_row, _ = alignment.align(self.config.alignment, words, turns, frames, self.codec.tokenize)
-        conversation = conversation_codes(text_row, agent, user)
+        text = alignment.align(self.config.alignment, words, turns, frames, self.codec.tokenize)
+        conversation = conversation_codes(text.row, agent, user)
         meta = {"id": str(item["id"]), "persona_id": str(item["persona_id"]),
                 "scenario_id": str(item["scenario_id"]), "system_prompt": str(item["system_prompt"]),
-                "transcript": transcript}
+                "transcript": transcript, "late_words": text.late_words, "dropped_text_tokens": text.dropped_tokens}
         return build_row(meta, conversation, voice, self.codec.tokenize(meta["system_prompt"]),
                          self.codec.prompt_codes, self.config.alignment)
 

@@ -13,13 +13,24 @@ from plexray.data.shards import shard_files
 from plexray.model.prompt import FRAME_RATE
 
 STATS_COLUMNS = ["id", "persona_id", "scenario_id", "num_frames", "prompt_end", "transcript"]
+# Added to the rows later: shards written before then lack them, and read as 0.
+ALIGNMENT_COUNT_COLUMNS = ["late_words", "dropped_text_tokens"]
+
+
+def _read_small_columns(path: Path) -> pa.Table:
+    table = pq.read_table(path, columns=STATS_COLUMNS + [name for name in ALIGNMENT_COUNT_COLUMNS
+                                                         if name in pq.read_schema(path).names])
+    for name in ALIGNMENT_COUNT_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array(np.zeros(table.num_rows, np.int32)))
+    return table
 
 
 def read_index(output_dir: Path) -> pa.Table:
     """The small columns of every shard (no codes), one row per distinct id."""
-    tables = [pq.read_table(path, columns=STATS_COLUMNS) for path in shard_files(output_dir)]
+    tables = [_read_small_columns(path) for path in shard_files(output_dir)]
     if not tables:
-        return pa.table({name: [] for name in STATS_COLUMNS})
+        return pa.table({name: [] for name in STATS_COLUMNS + ALIGNMENT_COUNT_COLUMNS})
     table = pa.concat_tables(tables)
     _, first = np.unique(np.asarray(table.column("id").to_pylist(), dtype=object), return_index=True)
     return table.take(pa.array(sorted(first)))
@@ -48,8 +59,11 @@ def conversation_stats(table: pa.Table) -> dict:
             gap = current["start_s"] - previous["end_s"]
             gaps.append(gap)
             overlaps += gap < 0
+    late_words = table.column("late_words").to_pylist()
+    alignment = {"late_words": sum(late_words), "conversations_with_late_words": sum(count > 0 for count in late_words),
+                 "dropped_text_tokens": sum(table.column("dropped_text_tokens").to_pylist())}
     return {"conversation_seconds": _summary(conversation_s), "turns": _summary(turns), "gaps_s": _summary(gaps),
-            "overlaps": overlaps, "barge_ins": barge_ins, "backchannels": backchannels,
+            "overlaps": overlaps, "barge_ins": barge_ins, "backchannels": backchannels, "alignment": alignment,
             "hours_of_conversation": float(sum(conversation_s) / 3600),
             "_raw": {"durations": conversation_s, "turns": turns, "gaps": gaps}}
 

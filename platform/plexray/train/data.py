@@ -13,6 +13,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
@@ -24,10 +26,23 @@ REQUIRED_COLUMNS = ("id", "codes", "num_frames", "prompt_start", "prompt_end")
 
 
 def shard_files(dataset_dir: str | Path) -> list[Path]:
+    """The shards, each checked to be a whole Parquet file (Ray would fail on a damaged one with a traceback)."""
     shards = sorted((Path(dataset_dir) / "shards").glob("part-*.parquet"))
     if not shards:
         raise TrainingDataError(f"{dataset_dir}: no training shards (expected shards/part-*.parquet)")
+    for path in shards:
+        check_parquet_file(path)
     return shards
+
+
+def check_parquet_file(path: Path) -> None:
+    """Read the file's footer (a few KB): a truncated file has lost it, another format never had one."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:  # pyarrow raises ArrowInvalid, or OSError for I/O failures
+        problem = " ".join(str(exc).split())
+        raise TrainingDataError(f"{path}: not a readable Parquet file ({problem}); it is truncated or not "
+                                f"Parquet: regenerate it, or move it out of {path.parent}") from None
 
 
 def split_key(conversation_id: str) -> tuple[int, str]:
