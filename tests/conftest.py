@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ray_startup import allow_slow_ray_start
 from repo_paths import REPO_ROOT
+
+allow_slow_ray_start()  # here, before any test module imports Ray (it reads the setting on import)
 
 
 @pytest.fixture(scope="session")

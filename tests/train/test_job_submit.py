@@ -14,11 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from ray_startup import RAY_START_WAIT_S, head_environment, wait_until_ready
 from shards import train_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,15 +33,15 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def job_cluster(demo_checkpoint, tmp_path_factory):
-    """A head node with the dashboard; yields the job API address."""
+    """A head node with the dashboard; yields the job API's client and the head process."""
     from ray.job_submission import JobSubmissionClient
 
     # Every fixed default port of a node: other Ray instances on this machine may hold the defaults.
     ports = {flag: _free_port() for flag in ("port", "dashboard-port", "dashboard-agent-listen-port",
                                              "dashboard-agent-grpc-port", "metrics-export-port",
                                              "runtime-env-agent-port", "ray-client-server-port")}
-    env = os.environ | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-                        "PLEXRAY_DEMO_DIR": str(demo_checkpoint), "RAY_ADDRESS": ""}
+    env = head_environment(os.environ | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+                                         "PLEXRAY_DEMO_DIR": str(demo_checkpoint), "RAY_ADDRESS": ""})
     temp_dir = tmp_path_factory.mktemp("ray-jobs")
     head = subprocess.Popen(
         [str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=4", "--include-dashboard=true",
@@ -57,22 +57,19 @@ def job_cluster(demo_checkpoint, tmp_path_factory):
                 break
         else:
             raise RuntimeError("ray start --head failed:\n" + "".join(banner))
-        yield JobSubmissionClient(address)
+        yield JobSubmissionClient(address), head
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head process stops the node it started
         head.wait(timeout=60)
 
 
-def _submit_when_ready(client, **job) -> str:
-    """The head's job agent registers a moment after the banner: poll for readiness (not a timed assertion)."""
-    for _ in range(240):
-        try:
-            return client.submit_job(**job)
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc):
-                raise
-            time.sleep(0.5)
-    raise RuntimeError("the test cluster's job agent never became available")
+def _submit_when_ready(cluster, **job) -> str:
+    """The head's job agent registers a while after the banner (longer on a loaded machine): submit
+    as soon as it takes jobs."""
+    client, head = cluster
+    return wait_until_ready(lambda: client.submit_job(**job),
+                            is_not_ready=lambda exc: isinstance(exc, RuntimeError) and "No available agent" in str(exc),
+                            head_is_running=lambda: head.poll() is None, what="the job agent")
 
 
 def test_ray_job_submit_runs_jobs_train(job_cluster, train_set, tmp_path):
@@ -82,15 +79,45 @@ def test_ray_job_submit_runs_jobs_train(job_cluster, train_set, tmp_path):
                            *[f"--set {item}" for item in overrides]])
     job_id = _submit_when_ready(job_cluster, entrypoint=entrypoint, runtime_env={
         "working_dir": str(REPO_ROOT), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"]})
+    client, _ = job_cluster
 
     async def follow() -> str:
         text = []
-        async for chunk in job_cluster.tail_job_logs(job_id):  # ends when the job ends
+        async for chunk in client.tail_job_logs(job_id):  # ends when the job ends
             text.append(chunk)
         return "".join(text)
 
     logs = asyncio.run(follow())
-    status = job_cluster.get_job_status(job_id)
+    status = client.get_job_status(job_id)
     assert str(status) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), logs[-3000:]
     summary = json.loads((tmp_path / "runs" / "submitted" / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 2
+
+
+# The start-up of the test cluster on a slow machine, without starting one.
+
+def test_the_head_node_waits_for_a_slow_dashboard():
+    """Ray's own wait for the dashboard (RAY_DASHBOARD_STARTUP_TIMEOUT_S, 60 s in Ray 2.53, 20 s before)
+    is raised to the tests' start-up bound, in the head's environment."""
+    assert int(head_environment({})["RAY_DASHBOARD_STARTUP_TIMEOUT_S"]) >= RAY_START_WAIT_S >= 300
+    assert head_environment({"RAY_DASHBOARD_STARTUP_TIMEOUT_S": "900"})["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] == "900"
+
+
+def test_waiting_for_the_job_api_ends_when_it_answers_or_the_head_dies():
+    answers = iter([RuntimeError("No available agent to submit job"), RuntimeError("No available agent"), "job-1"])
+
+    def submit():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_until_ready(submit, is_not_ready=lambda exc: "No available agent" in str(exc),
+                            head_is_running=lambda: True, what="the job API", poll_s=0) == "job-1"
+    with pytest.raises(RuntimeError, match="the head node exited while waiting for the job API"):
+        wait_until_ready(submit_never_ready, is_not_ready=lambda exc: True,
+                         head_is_running=lambda: False, what="the job API", poll_s=0)
+
+
+def submit_never_ready():
+    raise RuntimeError("No available agent to submit job")
