@@ -20,11 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     from plexray.data import cli as data_cli
     from plexray.train import cli as train_cli
     from plexray.serve import cli as serve_cli
+    from plexray.knowledge import cli as knowledge_cli
 
     parser = argparse.ArgumentParser(prog="plexray", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (model_cli, config_cli, demo, data_cli, train_cli, serve_cli):
+    for module in (model_cli, config_cli, demo, data_cli, train_cli, serve_cli, knowledge_cli):
         module.register(subparsers)
     return parser
 

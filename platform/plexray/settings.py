@@ -6,6 +6,7 @@ import argparse
 
 from plexray.config import StrictModel, load_config
 from plexray.data.config import DataConfig
+from plexray.knowledge.config import KnowledgeConfig
 from plexray.model.config import ModelConfig
 from plexray.serve.config import ServeConfig
 from plexray.train.config import TrainConfig
@@ -16,6 +17,7 @@ class PlexrayConfig(StrictModel):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

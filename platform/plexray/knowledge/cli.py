@@ -1,0 +1,60 @@
+"""`plexray knowledge ...`: build a knowledge base from documents, search it, show what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from plexray.settings import add_config_arguments, load_platform_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    knowledge = subparsers.add_parser("knowledge", help="knowledge bases for grounded personas: index, search, show")
+    commands = knowledge.add_subparsers(dest="knowledge_command", required=True, metavar="SUBCOMMAND")
+
+    index = commands.add_parser("index", help="documents (Markdown, text, HTML, PDF; files or directories) -> the "
+                                              "knowledge base NAME under knowledge.root (re-indexes changed ones only)")
+    index.add_argument("documents", nargs="+", help="files, directories or URIs; these documents are the base")
+    index.add_argument("--name", required=True, help="knowledge base name (what personas name)")
+    index.add_argument("--dense", action="store_true", help="also embed passages (knowledge.embeddings endpoint)")
+    index.add_argument("--workers", type=int, default=None, help="Ray Data tasks at once (default knowledge.index_workers)")
+    add_config_arguments(index)
+    index.set_defaults(handler=_index)
+
+    search = commands.add_parser("search", help="the passages a query retrieves")
+    search.add_argument("name")
+    search.add_argument("query")
+    search.add_argument("--top-k", type=int, default=3)
+    search.add_argument("--mode", choices=("lexical", "dense"), default="lexical")
+    add_config_arguments(search)
+    search.set_defaults(handler=_search)
+
+    show = commands.add_parser("show", help="a knowledge base's documents, passages and skipped documents")
+    show.add_argument("name")
+    add_config_arguments(show)
+    show.set_defaults(handler=_show)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from plexray.knowledge.indexer import index_documents
+
+    summary = index_documents(args.documents, args.name, load_platform_config(args).knowledge, args.dense,
+                              args.workers)
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["passages"] else 1  # an empty base is of no use to a persona
+
+
+def _search(args: argparse.Namespace) -> int:
+    from plexray.knowledge.retrieval import KnowledgeBase
+
+    base = KnowledgeBase.open(load_platform_config(args).knowledge, args.name)
+    print(json.dumps([passage.to_json() for passage in base.search(args.query, args.top_k, args.mode)], indent=2))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from plexray.knowledge.retrieval import KnowledgeBase
+
+    base = KnowledgeBase.open(load_platform_config(args).knowledge, args.name)
+    print(json.dumps({**base.describe(), "skipped": base.manifest.get("skipped", [])}, indent=2))
+    return 0

@@ -1,0 +1,46 @@
+"""Whether a dialogue uses what was retrieved: data validation of grounded conversations.
+
+A fact is one sentence of a retrieved passage. An agent turn uses it when it repeats enough of the
+fact's content words (words of three or more letters that are not function words, and every
+number: prices and times are the facts callers ask for). A paraphrase keeps the nouns and numbers;
+a turn that merely shares a word or two with a passage does not count.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as tp
+
+from plexray.knowledge.chunking import SENTENCE_END
+
+MIN_SHARED_WORDS = 3
+FUNCTION_WORDS = frozenset("""
+a about above after again all also am an and any are as at be because been before being below between both but by
+can could did do does doing down during each few for from further had has have having he her here hers him his how
+into is it its itself just let me more most my no nor not now of off on once only or other our ours out over own
+same she should so some such than that the their theirs them then there these they this those through to too under
+until up very was we were what when where which while who whom why will with would you your yours yes okay sure
+""".split())
+WORD = re.compile(r"[a-z]+|\d+(?:[.,:]\d+)*")
+
+
+def content_words(text: str) -> set[str]:
+    words = WORD.findall(text.lower())
+    return {w for w in words if w[0].isdigit() or (len(w) >= 3 and w not in FUNCTION_WORDS)}
+
+
+def fact_sentences(passages: tp.Iterable[str]) -> list[str]:
+    """The sentences of the passages that carry enough content to count as a fact."""
+    sentences = []
+    for passage in passages:
+        body = passage.split(": ", 1)[1] if ": " in passage.split(".", 1)[0] else passage  # drop the heading
+        for sentence in SENTENCE_END.split(body):
+            if len(content_words(sentence)) >= MIN_SHARED_WORDS:
+                sentences.append(sentence.strip())
+    return sentences
+
+
+def uses_fact(text: str, facts: tp.Iterable[str]) -> bool:
+    """Whether `text` repeats at least MIN_SHARED_WORDS content words of one fact."""
+    words = content_words(text)
+    return any(len(words & content_words(fact)) >= MIN_SHARED_WORDS for fact in facts)

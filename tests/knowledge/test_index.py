@@ -1,0 +1,121 @@
+"""Documents -> passages -> lexical and dense indexes: parsing, skipping, incremental re-indexing, search."""
+
+import shutil
+
+import pytest
+
+from knowledge_helpers import BAD_DOCS, DOCS, EmbeddingsServer, process_in_loop
+from plexray.knowledge.chunking import chunk_text
+from plexray.knowledge.config import ChunkingConfig, EmbeddingsConfig, KnowledgeConfig
+from plexray.knowledge.documents import UnreadableDocument, html_text, parse_document
+from plexray.knowledge.errors import KnowledgeError
+from plexray.knowledge.indexer import index_documents
+from plexray.knowledge.lexical import match_expression
+from plexray.knowledge.retrieval import KnowledgeBase
+
+
+def test_html_keeps_visible_text_and_headings():
+    text = html_text((DOCS / "policies.html").read_text())
+    assert "console.log" not in text and "font-family" not in text
+    assert "## Refunds" in text
+    assert "Ten stamps earn a free drink of any size." in text
+
+
+def test_markdown_passages_carry_their_heading_and_plain_text():
+    chunks = chunk_text("menu.md", (DOCS / "menu.md").read_text(), ChunkingConfig(max_words=40))
+    pastries = [c for c in chunks if c.section == "Pastries"]
+    assert pastries and all(c.text.startswith("Pastries: ") for c in pastries)
+    assert all(len(c.text.split()) <= 40 for c in chunks)
+    espresso = next(c for c in chunks if c.section == "Espresso drinks")
+    assert "- " not in espresso.text and "Cappuccino, 8 ounces, with whole milk foam: $4.20." in espresso.text
+
+
+def test_pdf_text_and_unreadable_documents_name_the_reason():
+    assert "tree nuts" in parse_document("a.pdf", (DOCS / "allergens.pdf").read_bytes()).text
+    reasons = {}
+    for path in sorted(BAD_DOCS.iterdir()):
+        with pytest.raises(UnreadableDocument) as failure:
+            parse_document(str(path), path.read_bytes())
+        reasons[path.name] = str(failure.value)
+    assert reasons == {"broken.pdf": reasons["broken.pdf"], "empty.md": "no text in it",
+                       "latin1.txt": "not UTF-8 text (invalid continuation byte at byte 3)",
+                       "notes.docx": reasons["notes.docx"]}
+    assert reasons["broken.pdf"].startswith("broken PDF") and "unsupported file type" in reasons["notes.docx"]
+
+
+def test_query_words_cannot_inject_fts5_syntax():
+    assert match_expression('wifi" OR password NEAR(x') == '"wifi" OR "or" OR "password" OR "near" OR "x"'
+    assert match_expression("?! --") is None
+
+
+def test_index_skips_unreadable_documents_and_retrieves(tmp_path):
+    config = KnowledgeConfig(root=str(tmp_path))
+    summary = index_documents([str(DOCS), str(BAD_DOCS), str(BAD_DOCS / "notes.docx"), str(tmp_path / "gone.md")],
+                              "cafe", config, process=process_in_loop)
+    assert summary["documents"] == 4 and summary["added"] == 4 and summary["passages"] > 4
+    skipped = {entry["source"].rsplit("/", 1)[1]: entry["reason"] for entry in summary["skipped"]}
+    assert set(skipped) == {"notes.docx", "gone.md", "broken.pdf", "empty.md", "latin1.txt"}
+    assert skipped["gone.md"].startswith("cannot read: FileNotFoundError")
+    base = KnowledgeBase.open(config, "cafe")
+    assert base.manifest["skipped"] == summary["skipped"]
+    top = base.search("Is the muffin gluten free?", 2)
+    assert "lemon poppy seed muffin is gluten free" in top[0].text
+    assert top[0].score > top[1].score
+    assert "Saturday and Sunday from 8 am to 4 pm" in base.search("opening hours on saturday", 1)[0].text
+    assert base.search("zebra", 3) == []
+
+
+def test_reindexing_reads_only_changed_documents(tmp_path):
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    config = KnowledgeConfig(root=str(tmp_path / "bases"))
+    index_documents([str(docs)], "cafe", config, process=process_in_loop)
+
+    read = []
+
+    def counting(sources, known, config, dense, workers):
+        results = process_in_loop(sources, known, config, dense, workers)
+        read.extend(r["source"].rsplit("/", 1)[1] for r in results if r["status"] != "unchanged")
+        return results
+
+    (docs / "hours.txt").write_text("Opening hours\n\nWe now open at 6 am every day, including holidays.\n")
+    (docs / "policies.html").unlink()
+    summary = index_documents([str(docs)], "cafe", config, process=counting)
+    assert read == ["hours.txt"]
+    assert (summary["unchanged"], summary["updated"], summary["removed"], summary["added"]) == (2, 1, 1, 0)
+    base = KnowledgeBase.open(config, "cafe")
+    assert "6 am every day" in base.search("what time do you open", 1)[0].text
+    assert all("policies" not in p.chunk.source for p in base.search("loyalty card stamps refunds wifi", 10))
+    summary = index_documents([str(docs)], "cafe", config, process=counting)
+    assert summary["unchanged"] == 3 and read == ["hours.txt"]
+
+
+def test_missing_and_empty_bases_are_clear_errors(tmp_path):
+    config = KnowledgeConfig(root=str(tmp_path))
+    with pytest.raises(KnowledgeError, match="'nothing' does not exist .*plexray knowledge index"):
+        KnowledgeBase.open(config, "nothing")
+    index_documents([str(BAD_DOCS)], "broken", config, process=process_in_loop)
+    with pytest.raises(KnowledgeError, match="'broken' .* is empty: no passages .*skipped"):
+        KnowledgeBase.open(config, "broken")
+
+
+def test_dense_index_through_an_embeddings_endpoint(tmp_path):
+    with EmbeddingsServer() as server:
+        config = KnowledgeConfig(root=str(tmp_path), embeddings=EmbeddingsConfig(
+            base_url=server.base_url, model="bag-of-words", backoff_s=0, batch_size=4))
+        summary = index_documents([str(DOCS)], "cafe", config, dense_enabled=True, process=process_in_loop)
+        assert summary["dense"] == {"model": "bag-of-words", "dim": 64}
+        base = KnowledgeBase.open(config, "cafe")
+        base.check_mode("dense")
+        hit = base.search("muffin gluten free", 1, mode="dense")[0]
+        assert "muffin is gluten free" in hit.text and 0 < hit.score <= 1
+        # The lexical index of a dense base is kept in step as well.
+        assert "muffin" in base.search("muffin", 1)[0].text
+        with pytest.raises(KnowledgeError, match="holds vectors"):
+            index_documents([str(DOCS)], "cafe", config, process=process_in_loop)
+        other = KnowledgeBase.open(config.model_copy(update={"embeddings": EmbeddingsConfig(model="other")}), "cafe")
+        with pytest.raises(KnowledgeError, match="embedded with 'bag-of-words'"):
+            other.check_mode("dense")
+    lexical_only = index_documents([str(DOCS)], "plain", config, process=process_in_loop)
+    with pytest.raises(KnowledgeError, match="no vectors"):
+        KnowledgeBase.open(config, lexical_only["name"]).check_mode("dense")
