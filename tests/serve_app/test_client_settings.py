@@ -64,6 +64,9 @@ def test_seed_minus_one_is_a_seed_the_server_draws_and_records():
     ("pad_mult", "101"), ("pad_mult", "-1e39"), ("repetition_penalty", "1e39"), ("repetition_penalty", "0.5"),
     ("repetition_penalty_context", "3001"), ("repetition_penalty_context", "-1"), ("text_seed", "-2"),
     ("audio_seed", str(2**31)), ("text_topk", "25.5"),
+    # finite, but past float32 (they once raised inside the engine's tick) or int64
+    ("text_temperature", "1e308"), ("audio_temperature", "1e308"), ("repetition_penalty", "1e308"),
+    ("text_topk", str(2**63)), ("audio_topk", str(2**64)),
 ])
 def test_values_the_engine_cannot_represent_are_refused_naming_the_setting(parameter, value):
     query = urllib.parse.urlencode({**dict(urllib.parse.parse_qsl(DEFAULTS)), parameter: value})

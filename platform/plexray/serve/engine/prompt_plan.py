@@ -6,7 +6,8 @@ frames 1..P-1 (`PromptFrames.model_codes`). The voice part comes from the voice'
 has one (NVIDIA's prefill: its saved embeddings are the inputs of the first positions, and its
 token ring supplies the last voice frames that the next positions read), else from the Mimi codes
 of its `.wav`. Every voice is read or encoded once, when the engine starts: a join only
-assembles tensors.
+assembles tensors, in two steps: `layout` (tokenizer and frame codes on the CPU, where a bad voice
+or a prompt too long is refused) and `embed` (the work on the model's device).
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from plexray.model.prompt import PromptFrames, build_prompt_frames, wrap_system_
 from plexray.model.voice_prefill import VoicePrefill, read_voice_prefill
 from plexray.model.voices import encode_voice
 from plexray.serve.engine.errors import SessionSettingsError
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptLayout:
+    """A session's prompt before any device work: the model's input codes and the voice that supplies them."""
+
+    frames: PromptFrames | None  # None: a family without a prompt phase
+    prefill: VoicePrefill | None  # the voice's .pt, whose embeddings replace the first positions' inputs
+    voice_source: str  # "pt", "wav" or "none"
+
+    @property
+    def num_frames(self) -> int:
+        """Transformer positions the prompt takes (its plan's num_frames)."""
+        return 0 if self.frames is None else self.frames.model_codes.shape[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +69,13 @@ class PromptPlanner:
             elif voice.wav_path is not None:  # encoded now, while Mimi is not yet streaming for the engine
                 self._voice_codes[name] = encode_voice(bundle.mimi, voice.load_wav())
 
-    @torch.no_grad()
     def plan(self, text_prompt: str, voice: str | None) -> PromptPlan:
-        lm = self.bundle.lm
+        return self.embed(self.layout(text_prompt, voice))
+
+    def layout(self, text_prompt: str, voice: str | None) -> PromptLayout:
+        """The prompt's frames (CPU only); raises SessionSettingsError for an unknown voice or a prompt too long."""
         if not self.bundle.spec.has_prompt_prefill:  # Moshi: the conversation starts at position 0
-            return PromptPlan(torch.zeros(0, lm.dim, dtype=lm.dtype, device=lm.device),
-                              torch.zeros(lm.num_codebooks, 2, dtype=torch.long), None, "none")
+            return PromptLayout(None, None, "none")
         text_ids = self.bundle.tokenizer.encode(wrap_system_prompt(text_prompt)) if text_prompt.strip() else []
         prefill = self._prefills.get(voice) if voice is not None else None
         if voice is None:
@@ -76,9 +92,19 @@ class PromptPlanner:
                 f"prompt too long: voice {frames.voice_frames} + text {frames.text_frames} frames + silence = "
                 f"{frames.num_frames} frames, the engine allows {self.max_prompt_frames}")
         if prefill is not None:
-            frames.codes[:, frames.voice_frames - 2:frames.voice_frames] = prefill.last_frames(lm.delays)
+            frames.codes[:, frames.voice_frames - 2:frames.voice_frames] = prefill.last_frames(self.bundle.lm.delays)
+        return PromptLayout(frames, prefill, source)
+
+    @torch.no_grad()
+    def embed(self, layout: PromptLayout) -> PromptPlan:
+        """The transformer inputs of a laid-out prompt, on the model's device."""
+        lm = self.bundle.lm
+        frames, prefill = layout.frames, layout.prefill
+        if frames is None:
+            return PromptPlan(torch.zeros(0, lm.dim, dtype=lm.dtype, device=lm.device),
+                              torch.zeros(lm.num_codebooks, 2, dtype=torch.long), None, "none")
         model_codes = frames.model_codes.to(lm.device)
         embeddings = input_embeddings(lm, transformer_inputs(lm, model_codes[None]))[0]  # [P, dim]
         if prefill is not None:
             embeddings[:prefill.embeddings.shape[0]] = prefill.embeddings.to(embeddings)
-        return PromptPlan(embeddings, frames.model_codes[:, -2:], frames, source)
+        return PromptPlan(embeddings, frames.model_codes[:, -2:], frames, layout.voice_source)
