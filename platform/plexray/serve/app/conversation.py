@@ -119,13 +119,14 @@ class VoiceProtocol:
 
     name = "voice"
 
-    def __init__(self, persona: str, session_id: str, voice: str | None):
+    def __init__(self, persona: str, session_id: str, voice: str | None, knowledge: dict | None = None):
         self.persona, self.session_id, self.voice = persona, session_id, voice
+        self.knowledge = knowledge  # a grounded session's passages, told to the caller in 'connected'
         self._chunks = 0
         self._resampler = StreamResampler()  # the client's audio may come at any rate (the talk page: 48 kHz)
 
     async def send_ready(self, ws: WebSocket) -> None:
-        await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice))
+        await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice, self.knowledge))
 
     async def send_output(self, ws: WebSocket, output: SessionOutput) -> None:
         await ws.send_text(json_protocol.audio_chunk(output.pcm, self._chunks))

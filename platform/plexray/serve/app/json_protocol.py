@@ -96,13 +96,17 @@ def describe(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def connected(persona: str, session_id: str, voice: str | None) -> str:
-    return json.dumps({
+def connected(persona: str, session_id: str, voice: str | None, knowledge: dict | None = None) -> str:
+    """`knowledge`: what a grounded session's prompt holds (base, query, passages, tokens); absent otherwise."""
+    message = {
         "type": "connected", "adapter": persona, "session_id": session_id, "mode": "full_duplex",
         "audio_format": "pcm", "sample_rate": SAMPLE_RATE, "frame_samples": FRAME_SAMPLES, "voice": voice,
         "capabilities": {"full_duplex": True, "interruption": True, "backchannels": True,
                          "input_formats": list(PCM_FORMATS), "transcription": True},
-    })
+    }
+    if knowledge is not None:
+        message["knowledge"] = knowledge
+    return json.dumps(message)
 
 
 def audio_chunk(pcm: np.ndarray, chunk_index: int) -> str:

@@ -3,8 +3,8 @@
 Names (Prometheus adds the `ray_` prefix): plexray_live_sessions, plexray_session_capacity,
 plexray_sessions_opened, plexray_sessions_rejected{reason}, plexray_tick_ms_p50/p99,
 plexray_late_ticks, plexray_frames_dropped, plexray_protocol_errors{protocol}, plexray_waiting_callers
-(the replica's waiting line) and plexray_wait_seconds{outcome} (how long callers waited: 'seated',
-'timed_out', or 'hung_up').
+(the replica's waiting line), plexray_wait_seconds{outcome} (how long callers waited: 'seated',
+'timed_out', or 'hung_up') and plexray_retrieval_ms{persona} (knowledge retrieval at session start).
 Engine totals are cumulative; `publish` turns them into counter increments.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 from ray.util import metrics
 
 WAIT_BUCKETS_S = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300]
+RETRIEVAL_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 
 
 class ReplicaTelemetry:
@@ -34,6 +35,9 @@ class ReplicaTelemetry:
         self.wait_seconds = metrics.Histogram(
             "plexray_wait_seconds", "time callers spent in the waiting line, by outcome", WAIT_BUCKETS_S,
             tags + ("outcome",))
+        self.retrieval_ms = metrics.Histogram(
+            "plexray_retrieval_ms", "knowledge retrieval at session start (search + token budget), ms",
+            RETRIEVAL_BUCKETS_MS, tags + ("persona",))
         self._totals = {"late_ticks": 0, "frames_dropped": 0}
 
     def session_opened(self) -> None:
@@ -47,6 +51,9 @@ class ReplicaTelemetry:
 
     def waited(self, seconds: float, outcome: str) -> None:
         self.wait_seconds.observe(seconds, {**self._tags, "outcome": outcome})
+
+    def retrieval(self, milliseconds: float, persona: str) -> None:
+        self.retrieval_ms.observe(milliseconds, {**self._tags, "persona": persona})
 
     def protocol_error(self, protocol: str) -> None:
         self.protocol_errors.inc(1, {**self._tags, "protocol": protocol})
