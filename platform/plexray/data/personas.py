@@ -17,6 +17,7 @@ import pydantic
 
 from plexray.config import StrictModel, describe_validation_error, read_yaml
 from plexray.data.errors import LibraryError
+from plexray.knowledge.config import KnowledgeSettings
 
 
 class Voice(StrictModel):
@@ -46,10 +47,13 @@ class Persona(StrictModel):
     id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str = pydantic.Field(min_length=1)
     type: str = pydantic.Field(min_length=1, description="e.g. angry, nervous, friendly")
+    role: str = pydantic.Field("customer", min_length=1, description="what the persona is: 'You are NAME, a TYPE ROLE.'")
     traits: str = pydantic.Field(min_length=1)
     speech_patterns: SpeechPatterns = SpeechPatterns()
     pause_ms: tuple[int, int] = pydantic.Field(description="[min, max] gap before this persona answers")
     voice: Voice = Voice()
+    knowledge: KnowledgeSettings | None = pydantic.Field(
+        None, description="a knowledge base whose passages join this persona's prompts and dialogues")
 
     @pydantic.field_validator("pause_ms")
     @classmethod
@@ -63,7 +67,8 @@ class Persona(StrictModel):
 class Scenario(StrictModel):
     """A situation, with the content the embedded generator draws lines from.
 
-    Line templates may use `{item}` (one of `items`) and `{counterpart}`.
+    Line templates may use `{item}` (one of `items`), `{counterpart}` and, in a grounded conversation,
+    `{fact}` (a sentence of the retrieved passages).
     """
 
     id: str = pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -77,6 +82,9 @@ class Scenario(StrictModel):
     agent_closings: list[str] = pydantic.Field(min_length=1)
     user_closings: list[str] = pydantic.Field(min_length=1)
     pause_ms: tuple[int, int] = pydantic.Field((200, 700), description="[min, max] gap before the counterpart answers")
+    knowledge: KnowledgeSettings | None = pydantic.Field(
+        None, description="a knowledge base for this situation (takes precedence over the persona's); agent "
+                          "line templates may use {fact}, a sentence of the retrieved passages")
 
 
 class PersonaFile(StrictModel):

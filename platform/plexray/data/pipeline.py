@@ -16,6 +16,7 @@ import typing as tp
 from pathlib import Path
 
 from plexray.data.errors import DataError
+from plexray.data.grounding import ground_plan, model_token_counter, with_passages
 from plexray.data.manifest import reject_limit_message, write_manifest
 from plexray.data.personas import load_library
 from plexray.data.plan import PlanItem, plan_conversations
@@ -110,4 +111,6 @@ def generate(config) -> dict:
     config, output_dir = prepare(config)
     data = config.data
     stage = functools.partial(synthesize_item, config=data, library=library, output_dir=output_dir)
-    return run_and_reconcile(plan, [dataclasses.asdict(item) for item in plan], stage, config, output_dir)
+    grounded = ground_plan(plan, library, config.knowledge, model_token_counter(config.model))
+    items = with_passages([dataclasses.asdict(item) for item in plan], grounded)
+    return run_and_reconcile(plan, items, stage, config, output_dir)

@@ -2,12 +2,16 @@
 
 brief: who you are and the situation; standard: adds traits and the top speech patterns;
 detailed: adds every style note, catchphrases and the pause behaviour. Training on a mix teaches
-the model to follow prompts of any length.
+the model to follow prompts of any length. A grounded conversation's retrieved passages follow the
+role text in the layout serving uses (plexray.knowledge.prompt.prompt_with_passages).
 """
 
 from __future__ import annotations
 
+import typing as tp
+
 from plexray.data.personas import Persona, Scenario
+from plexray.knowledge.prompt import prompt_with_passages
 from plexray.model.prompt import wrap_system_prompt
 
 DETAIL_LEVELS = ("brief", "standard", "detailed")
@@ -25,10 +29,10 @@ def _style(persona: Persona, limit: int | None) -> str:
     return "; ".join(parts)
 
 
-def system_prompt(persona: Persona, scenario: Scenario, detail: str) -> str:
+def system_prompt(persona: Persona, scenario: Scenario, detail: str, passages: tp.Sequence[str] = ()) -> str:
     if detail not in DETAIL_LEVELS:
         raise ValueError(f"unknown prompt detail {detail!r}; expected one of {DETAIL_LEVELS}")
-    sentences = [f"You are {persona.name}, a {persona.type} customer.", scenario.situation,
+    sentences = [f"You are {persona.name}, a {persona.type} {persona.role}.", scenario.situation,
                  f"You are talking to the {scenario.counterpart}."]
     if detail in ("standard", "detailed"):
         sentences.insert(1, persona.traits)
@@ -41,4 +45,4 @@ def system_prompt(persona: Persona, scenario: Scenario, detail: str) -> str:
         low, high = persona.pause_ms
         sentences.append(f"You pause {low} to {high} milliseconds before answering.")
         sentences.append("Stay in character and on topic.")
-    return wrap_system_prompt(" ".join(sentences))
+    return wrap_system_prompt(prompt_with_passages(" ".join(sentences), passages))

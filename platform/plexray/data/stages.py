@@ -23,7 +23,7 @@ from plexray.data.assembly import assemble
 from plexray.data.codec import Codec, encode_waves, load_codec, num_frames
 from plexray.data.config import DataConfig
 from plexray.data.dialogue.backends import backend_for
-from plexray.data.dialogue.validate import dialogue_problem
+from plexray.data.dialogue.validate import dialogue_problem, grounding_problem
 from plexray.data.personas import Library
 from plexray.data.plan import PlanItem
 from plexray.data.prompts import system_prompt
@@ -46,15 +46,17 @@ def synthesize_item(row: dict, config: DataConfig, library: Library, output_dir:
     """One plan item -> [audio row], or [] with a reject written (invalid dialogue, or errors after retries)."""
     item = PlanItem(**{field: row[field] for field in PlanItem.__dataclass_fields__})
     persona, scenario = library.personas[item.persona_id], library.scenarios[item.scenario_id]
+    # A grounded conversation's passages (data/grounding.py); None for one that is not grounded.
+    passages = json.loads(row.get("passages") or "null")
     dialogue_config = config.dialogue
     last_error: BaseException | None = None
     for attempt in range(1, config.max_attempts + 1):
         try:
             dialogue = backend_for(dialogue_config).write(
                 persona, scenario, item.seed, dialogue_config.min_turns, dialogue_config.max_turns,
-                dialogue_config.first_speaker)
-            problem = dialogue_problem(dialogue, dialogue_config.min_turns, dialogue_config.max_turns,
-                                       dialogue_config.first_speaker)
+                dialogue_config.first_speaker, passages or ())
+            problem = (dialogue_problem(dialogue, dialogue_config.min_turns, dialogue_config.max_turns,
+                                        dialogue_config.first_speaker) or grounding_problem(dialogue, passages))
             if problem is not None:
                 write_reject(output_dir, item.id, item.persona_id, item.scenario_id, "validate", problem,
                              "invalid", attempt)
@@ -66,7 +68,7 @@ def synthesize_item(row: dict, config: DataConfig, library: Library, output_dir:
             clear_reject(output_dir, item.id)  # an earlier run may have quarantined it
             return [{
                 **{field: row[field] for field in ("id", "persona_id", "scenario_id")},
-                "system_prompt": system_prompt(persona, scenario, item.prompt_detail),
+                "system_prompt": system_prompt(persona, scenario, item.prompt_detail, passages or ()),
                 "transcript": json.dumps(conversation.transcript),
                 "agent_audio": conversation.agent,
                 "user_audio": conversation.user,

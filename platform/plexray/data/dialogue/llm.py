@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+import typing as tp
 
 import httpx
 
@@ -89,6 +90,13 @@ DIALOGUE_INSTRUCTIONS = (
 )
 
 
+GROUNDING_INSTRUCTIONS = (
+    " The character's prompt ends with what the agent knows (numbered passages). The {counterpart} asks about "
+    "those topics and the agent answers with those facts, keeping their names, numbers and prices exactly; "
+    "the agent never invents facts beyond them."
+)
+
+
 class LLMBackend:
     """Dialogues from a chat-completions endpoint; the reply's shape is checked by validation."""
 
@@ -96,12 +104,14 @@ class LLMBackend:
         self.client = ChatClient(config)
 
     def write(self, persona: Persona, scenario: Scenario, seed: int, min_turns: int, max_turns: int,
-              first_speaker: Speaker) -> Dialogue:
+              first_speaker: Speaker, passages: tp.Sequence[str] = ()) -> Dialogue:
         instructions = DIALOGUE_INSTRUCTIONS.format(counterpart=scenario.counterpart, min_turns=min_turns,
                                                     max_turns=max_turns)
         if first_speaker == "user":
             instructions = instructions.replace("and speaks first", "and the user speaks first")
-        character = system_prompt(persona, scenario, "detailed")
+        character = system_prompt(persona, scenario, "detailed", passages)
+        if passages:
+            instructions += GROUNDING_INSTRUCTIONS.format(counterpart=scenario.counterpart)
         messages = [{"role": "system", "content": instructions},
                     {"role": "user", "content": f"{character}\nItems: {', '.join(scenario.items)}.\nVariation seed: {seed}."}]
         reply = self.client.complete_json(messages)

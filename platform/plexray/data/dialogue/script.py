@@ -30,7 +30,10 @@ class Dialogue:
 
 
 class DialogueBackend(tp.Protocol):
-    """Writes one dialogue for a persona in a scenario; `seed` makes the choice reproducible."""
+    """Writes one dialogue for a persona in a scenario; `seed` makes the choice reproducible.
+
+    `passages`: what was retrieved for a grounded conversation; the agent's lines must use it.
+    """
 
     def write(self, persona: Persona, scenario: Scenario, seed: int, min_turns: int, max_turns: int,
-              first_speaker: Speaker) -> Dialogue: ...
+              first_speaker: Speaker, passages: tp.Sequence[str] = ()) -> Dialogue: ...

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import typing as tp
+
 from plexray.data.dialogue.script import SPEAKERS, Dialogue
+from plexray.knowledge.facts import fact_sentences, uses_fact
 
 
 def dialogue_problem(dialogue: Dialogue, min_turns: int, max_turns: int, first_speaker: str) -> str | None:
@@ -21,6 +24,19 @@ def dialogue_problem(dialogue: Dialogue, min_turns: int, max_turns: int, first_s
         if turns[index].speaker == turns[index - 1].speaker:
             return f"not_alternating: turns {index - 1} and {index} are both {turns[index].speaker}"
     return None
+
+
+def grounding_problem(dialogue: Dialogue, passages: tp.Sequence[str] | None) -> str | None:
+    """For a grounded conversation (passages not None): the reason when no agent turn uses a retrieved
+    fact, else None."""
+    if passages is None:
+        return None
+    if not passages:
+        return "ungrounded: the query retrieved no passage that fits the token budget"
+    facts = fact_sentences(passages)
+    if any(turn.speaker == "agent" and uses_fact(turn.text, facts) for turn in dialogue.turns):
+        return None
+    return f"ungrounded: no agent turn uses a fact of the {len(passages)} retrieved passage(s)"
 
 
 def reason_tag(reason: str) -> str:
