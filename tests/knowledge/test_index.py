@@ -44,8 +44,10 @@ def test_pdf_text_and_unreadable_documents_name_the_reason():
 
 
 def test_query_words_cannot_inject_fts5_syntax():
-    assert match_expression('wifi" OR password NEAR(x') == '"wifi" OR "or" OR "password" OR "near" OR "x"'
+    assert match_expression('wifi" OR password NEAR(x') == '"wifi" OR "password" OR "near" OR "x"'
     assert match_expression("?! --") is None
+    assert match_expression("What is the price of a latte?") == '"price" OR "latte"'
+    assert match_expression("what is it") == '"what" OR "is" OR "it"'  # nothing else to search for
 
 
 def test_index_skips_unreadable_documents_and_retrieves(tmp_path):

@@ -10,4 +10,5 @@ indexer.py    `plexray knowledge index`: incremental by document hash, read and 
 retrieval.py  a knowledge base opened for searching
 prompt.py     the one layout of "system prompt + passages" that serving and training data share
 facts.py      whether a dialogue uses a retrieved fact (data validation)
+words.py      English function words (left out of queries and of a fact's content)
 """

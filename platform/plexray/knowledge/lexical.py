@@ -16,6 +16,7 @@ import typing as tp
 from pathlib import Path
 
 from plexray.knowledge.chunking import Chunk
+from plexray.knowledge.words import FUNCTION_WORDS
 
 SCHEMA = ("CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5("
           "chunk_id UNINDEXED, source UNINDEXED, ordinal UNINDEXED, section UNINDEXED, text, "
@@ -26,8 +27,10 @@ MAX_QUERY_WORDS = 64  # a query is a handful of words; beyond this they add cost
 
 def match_expression(query: str) -> str | None:
     """The FTS5 MATCH expression of a free-text query: each word quoted (no FTS5 syntax gets through),
-    joined with OR; None when the query has no words."""
-    words = list(dict.fromkeys(word.lower() for word in QUERY_WORD.findall(query)))[:MAX_QUERY_WORDS]
+    joined with OR; None when the query has no words. Function words are dropped unless the query has
+    nothing else: they match most passages, which the search would then all have to rank."""
+    words = list(dict.fromkeys(word.lower() for word in QUERY_WORD.findall(query)))
+    words = ([word for word in words if word not in FUNCTION_WORDS] or words)[:MAX_QUERY_WORDS]
     return " OR ".join(f'"{word}"' for word in words) or None
 
 
