@@ -12,6 +12,7 @@ import os
 import pydantic
 
 from plexray.config import StrictModel
+from plexray.knowledge.config import KnowledgeSettings
 from plexray.serve.engine.config import EngineConfig, SessionSettings
 
 # SessionSettings fields a client may set per session unless the persona forbids it.
@@ -30,6 +31,9 @@ class PersonaConfig(StrictModel):
         default_factory=lambda: list(SAMPLING_FIELDS),
         description="session settings a client may override (query parameters); add 'text_prompt' and "
                     "'voice' to let clients replace the persona's prompt or voice")
+    knowledge: KnowledgeSettings | None = pydantic.Field(
+        None, description="a knowledge base whose passages join the prompt at session start (query: the caller's "
+                          "`context` parameter, else knowledge.query); None: no retrieval")
 
     @pydantic.field_validator("sampling")
     @classmethod
@@ -149,6 +153,12 @@ class ServeConfig(StrictModel):
         2.0, gt=0, description="how often replicas report live sessions to the ledger (a replica silent for 3x "
                                "this is dropped from /voice/status and its sessions freed)")
     app_name: str = pydantic.Field("plexray", description="Serve application of the session replicas")
+    health_check_period_s: float = pydantic.Field(
+        10.0, gt=0, description="how often Serve asks each session replica whether its engine works; a replica "
+                                "whose engine failed is replaced after 3 failed checks in a row")
+    fault_injection: bool = pydantic.Field(
+        False, description="tests and failure drills only: lets a Serve handle make a replica's engine fail "
+                           "(PersonaPlexReplica.inject_engine_fault; never reachable over HTTP)")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> "ServeConfig":

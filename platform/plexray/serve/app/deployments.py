@@ -12,6 +12,7 @@ waiting_line.max_callers_per_replica (slots only for callers waiting for a sessi
 reject_headroom (slots only ever used to answer 'busy' clearly); autoscaling targets
 sessions_per_replica x target_utilisation ongoing requests; graceful_shutdown_timeout_s covers
 engine.max_session_s, so a replica chosen for downscaling finishes its conversations first.
+A replica whose engine failed fails Serve's health check (every health_check_period_s) and is replaced.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import typing as tp
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from plexray.errors import ConfigError
 from plexray.serve.app.admission import AdmissionLedger
 from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.grounding import check_knowledge_bases, describe_knowledge
 from plexray.serve.app.ingress import SessionService, session_app, status_app
 from plexray.serve.app.security import Caller
 from plexray.serve.app.web_client import assets_app, bundle_directory, page_route
@@ -124,10 +127,23 @@ class PersonaPlexReplica:
         bundle = platform.model.load()
         engine = Engine(bundle, platform.serve.engine)
         self.service = SessionService(engine, platform.serve, HandleLedger(ledger), replica_id,
-                                      ReplicaTelemetry(replica_id))
+                                      ReplicaTelemetry(replica_id), platform.knowledge)
+        self.fault_injection = platform.serve.fault_injection
         page = page_route(bundle_directory(bundle.files.web_client))
         ingress.PROCESS_APPS["sessions"] = session_app(self.service, page)
         logger.info("replica %s ready: %s, %d session slots", replica_id, platform.model.checkpoint, engine.capacity)
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: raises once the engine has failed, and Serve replaces this replica."""
+        self.service.check_health()
+
+    def inject_engine_fault(self, message: str) -> None:
+        """Make the engine's next tick raise (tests, failure drills): a Serve handle method, never an HTTP route."""
+        if not self.fault_injection:
+            raise ConfigError("serve.fault_injection is off: this replica's engine cannot be made to fail")
+        logger.warning("replica %s: injecting an engine fault: %s", serve.get_replica_context().replica_id.unique_id,
+                       message)
+        self.service.engine.inject_fault(message)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -140,7 +156,8 @@ class StatusService:
 
         platform = PlexrayConfig.model_validate(config)
         ledger = serve.get_deployment_handle(LEDGER_DEPLOYMENT, app_name=platform.serve.app_name)
-        ingress.PROCESS_APPS["status"] = status_app(platform.serve, HandleLedger(ledger))
+        knowledge = describe_knowledge(platform.serve.personas, platform.knowledge)
+        ingress.PROCESS_APPS["status"] = status_app(platform.serve, HandleLedger(ledger), knowledge)
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -178,6 +195,7 @@ def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
             "upscale_delay_s": scaling.upscale_delay_s, "downscale_delay_s": scaling.downscale_delay_s,
         },
         "graceful_shutdown_timeout_s": serve_config.graceful_shutdown_timeout_s,
+        "health_check_period_s": serve_config.health_check_period_s,
         "ray_actor_options": {"num_cpus": serve_config.num_cpus, "num_gpus": serve_config.num_gpus},
         "request_router_config": RequestRouterConfig(
             request_router_class="plexray.serve.app.routing:LeastSessionsRouter"),
@@ -186,6 +204,9 @@ def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
 
 def sessions_application(config: PlexrayConfig):
     """The Serve application of the conversations (route prefix '/')."""
+    # Here, when the application is built: a persona naming a missing or empty knowledge base fails the
+    # deploy with a ConfigError naming it, not the first call.
+    check_knowledge_bases(config.serve.personas, config.knowledge)
     raw = portable(config)
     ledger = SessionLedger.bind(raw)
     return PersonaPlexReplica.options(**deployment_options(config)).bind(raw, ledger)

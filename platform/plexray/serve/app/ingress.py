@@ -22,19 +22,23 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from plexray.serve.app import binary_protocol, json_protocol
+from plexray.serve.app.admission import BoundedLedger
 from plexray.serve.app.conversation import ChatProtocol, ConversationLimits, VoiceProtocol, converse
-from plexray.serve.app.errors import AdmissionDenied
+from plexray.serve.app.errors import AdmissionDenied, CloseCode
+from plexray.serve.app.grounding import CONTEXT_PARAMETER, SessionGrounding
 from plexray.serve.app.personas import bad_request, resolve_persona, session_settings
 from plexray.serve.app.security import Caller, Gatekeeper, redact_query
 from plexray.serve.app.waiting import WaitingLine
+from plexray.knowledge.config import KnowledgeConfig
 from plexray.serve.config import ServeConfig
-from plexray.serve.engine import Engine, Session, SessionSettings, SessionSettingsError
+from plexray.serve.engine import Engine, EngineUnavailableError, Session, SessionSettings, SessionSettingsError
 
 logger = logging.getLogger("ray.serve")  # Serve's logger: lines land in the replica logs
 
-CLOSE_TRY_AGAIN_LATER = 1013
 MAX_CLOSE_REASON_BYTES = 120  # WebSocket close reasons are limited to 123 bytes
+MAX_SESSION_LABEL_CHARS = 128  # a client's ?session_id= (a label only: see SessionService._serve)
 LEDGER_GOODBYE_S = 2.0
+LEDGER_UNAVAILABLE = "the session ledger is not answering (restarting); fleet figures are unknown for now"
 PROCESS_APPS: dict[str, Starlette] = {}  # the app a Serve replica process built (see deployments.py)
 
 
@@ -49,21 +53,27 @@ class Ledger(tp.Protocol):
 
 
 class SessionService:
-    def __init__(self, engine: Engine, config: ServeConfig, ledger: Ledger, replica_id: str, telemetry=None):
+    def __init__(self, engine: Engine, config: ServeConfig, ledger: Ledger, replica_id: str, telemetry=None,
+                 knowledge: KnowledgeConfig | None = None):
         self.engine = engine
         self.config = config
-        self.ledger = ledger
+        # Opens the personas' knowledge bases now: a missing or empty one fails the replica's start.
+        self.grounding = SessionGrounding(config.personas, knowledge or KnowledgeConfig(),
+                                          lambda text: len(engine.bundle.tokenizer.encode(text)), telemetry)
+        self.ledger = BoundedLedger(ledger)  # a restarting ledger must not leave callers hanging
         self.replica_id = replica_id
         self.telemetry = telemetry
         self.gatekeeper = Gatekeeper(config.security)
         self.sessions: dict[str, str | None] = {}  # live session id -> API key name
         self.waiting: dict[str, str | None] = {}  # session id of a caller in the waiting line -> API key name
         self.line = WaitingLine(config.waiting_line.max_callers_per_replica, config.waiting_line.max_wait_s)
-        self._tasks: list[asyncio.Task] = []
+        self._engine_loop: asyncio.Task | None = None
+        self._report_loop_task: asyncio.Task | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self.engine.run()), asyncio.create_task(self._report_loop())]
+        self._engine_loop = asyncio.create_task(self._run_engine())
+        self._report_loop_task = asyncio.create_task(self._report_loop())
 
     async def stop(self) -> None:
         """Stop the engine (its sessions end as 'engine_stopped') and the reports; returns promptly.
@@ -71,13 +81,37 @@ class SessionService:
         Serve waits for this (the ASGI lifespan shutdown) before the replica may exit, so nothing
         here waits on anything that could be gone: the tasks are signalled, not awaited.
         """
-        report_loop = self._tasks[1]
+        report_loop = self._report_loop_task
         self.engine.stop()
-        report_loop.get_loop().call_soon_threadsafe(report_loop.cancel)
+        self.grounding.close()
+        if report_loop is not None:
+            report_loop.get_loop().call_soon_threadsafe(report_loop.cancel)
         # The ledger may be shutting down too (the whole app is being deleted): never wait on it long;
         # if this does not reach it, it drops this replica once its reports stop.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ledger.forget(self.replica_id), LEDGER_GOODBYE_S)
+
+    async def _run_engine(self) -> None:
+        """The engine's loop, supervised.
+
+        A tick that raises fails the engine: its sessions have ended ('engine_failed') and it takes no
+        more. This replica then tells the ledger at once that it has no capacity (so /voice/status and
+        /voice/readyz stop counting it) and fails check_health from now on, so Serve replaces it.
+        """
+        try:
+            await self.engine.run()
+        except EngineUnavailableError:
+            logger.exception("replica %s: the engine failed; its sessions ended and Serve will replace this replica",
+                             self.replica_id)
+            await self.report()
+
+    def check_health(self) -> None:
+        """Raise while this replica cannot hold conversations (Serve's health check: it replaces the replica)."""
+        failure = self.engine.failure
+        if failure is not None:
+            raise EngineUnavailableError(f"the engine failed: {failure}")
+        if self._engine_loop is None or self._engine_loop.done():
+            raise EngineUnavailableError("the engine's loop is not running")
 
     async def _report_loop(self) -> None:
         while True:
@@ -90,9 +124,9 @@ class SessionService:
             self.telemetry.publish(metrics)
         summary = {key: metrics[key] for key in ("tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped",
                                                   "sessions_opened", "sessions_refused")}
+        capacity = self.engine.capacity if self.engine.failure is None else 0  # a failed engine seats nobody
         try:
-            await self.ledger.report(self.replica_id, self.engine.capacity, dict(self.sessions), summary,
-                                     dict(self.waiting))
+            await self.ledger.report(self.replica_id, capacity, dict(self.sessions), summary, dict(self.waiting))
         except Exception as exc:  # noqa: BLE001 - the ledger restarting must not stop the reports
             logger.warning("cannot report to the admission ledger: %s", exc)
 
@@ -101,27 +135,42 @@ class SessionService:
         """/api/chat: the PersonaPlex binary protocol; the default persona plus query-parameter overrides."""
         protocol = ChatProtocol()
         overrides = binary_protocol.session_overrides(ws.query_params)
-        await self._serve(ws, self.config.default_persona, overrides, lambda sid, voice: protocol)
+        await self._serve(ws, self.config.default_persona, overrides, lambda sid, voice, knowledge=None: protocol)
 
     async def voice(self, ws: WebSocket) -> None:
         """/ws/voice/{persona}: the JSON protocol; overrides are the same query parameters."""
         persona = ws.path_params["persona"]
         overrides = binary_protocol.session_overrides(ws.query_params)
-        await self._serve(ws, persona, overrides, lambda sid, voice: VoiceProtocol(persona, sid, voice))
+        await self._serve(ws, persona, overrides,
+                          lambda sid, voice, knowledge=None: VoiceProtocol(persona, sid, voice, knowledge))
 
     async def _serve(self, ws: WebSocket, persona_name: str, overrides: dict,
                      make_protocol: tp.Callable[[str, str | None], tp.Any]) -> None:
-        session_id = ws.query_params.get("session_id") or uuid.uuid4().hex
-        logger.info("session %s: %s?%s from %s", session_id, ws.url.path, redact_query(ws.url.query),
-                    ws.client.host if ws.client else "?")
+        # The server's id keys this replica's books and the ledger's, so no caller can make two sessions
+        # one entry (and hold more than its key's limit) or release another caller's. A client's
+        # ?session_id= is only a label: logged (escaped) and echoed in the JSON protocol's 'connected'.
+        session_id = uuid.uuid4().hex
+        label = ws.query_params.get("session_id")
+        logger.info("session %s: %s?%s from %s, client label %r", session_id, ws.url.path, redact_query(ws.url.query),
+                    ws.client.host if ws.client else "?", label[:MAX_SESSION_LABEL_CHARS] if label else None)
         try:
+            if label is not None and len(label) > MAX_SESSION_LABEL_CHARS:
+                raise bad_request(f"session_id has {len(label)} characters; at most {MAX_SESSION_LABEL_CHARS}")
             caller = self.gatekeeper.check(ws.headers, ws.query_params, ws.client)
-            settings = session_settings(resolve_persona(self.config.personas, persona_name), overrides)
+            persona = resolve_persona(self.config.personas, persona_name)
+            settings = session_settings(persona, overrides)
+            context = ws.query_params.get(CONTEXT_PARAMETER)
+            self.grounding.query(persona.knowledge, context)  # a bad `context` is refused before admission
+            if self.engine.failure is not None:  # refused before the ledger counts it against the caller
+                raise self._unavailable()
             await self.ledger.admit(self.replica_id, session_id, caller, self.engine.capacity)
         except AdmissionDenied as denied:
             await self._refuse(ws, denied, make_protocol(session_id, None))
             return
         try:
+            grounding = await self.grounding.ground(persona_name, persona, settings.text_prompt, context)
+            if grounding is not None:
+                settings = settings.model_copy(update={"text_prompt": grounding.text_prompt})
             session = await self._take_slot(ws, session_id, caller, settings)
         except AdmissionDenied as denied:
             await self._release(session_id)
@@ -139,7 +188,8 @@ class SessionService:
         try:
             if ws.application_state == WebSocketState.CONNECTING:  # not yet accepted to wait in line
                 await ws.accept()
-            protocol = make_protocol(session_id, session.settings.voice)
+            protocol = make_protocol(label or session_id, session.settings.voice,
+                                     grounding.info if grounding is not None else None)
             limits = ConversationLimits(self.config.security.max_message_bytes)
             on_error = (lambda: self.telemetry.protocol_error(protocol.name)) if self.telemetry else (lambda: None)
             reason = await converse(ws, session, protocol, limits, on_error)
@@ -210,9 +260,17 @@ class SessionService:
             return self.engine.open_session(settings)
         except SessionSettingsError as exc:
             raise bad_request(str(exc)) from None
+        except EngineUnavailableError:
+            raise self._unavailable() from None
 
     def _busy(self, why: str) -> AdmissionDenied:
-        return AdmissionDenied("busy", f"{why}; retry in {self.config.busy_retry_after_s} s", CLOSE_TRY_AGAIN_LATER,
+        return AdmissionDenied("busy", f"{why}; retry in {self.config.busy_retry_after_s} s",
+                               CloseCode.TRY_AGAIN_LATER, self.config.busy_retry_after_s)
+
+    def _unavailable(self) -> AdmissionDenied:
+        """The answer of a replica whose engine failed (the failure itself is in this replica's log, not for callers)."""
+        return AdmissionDenied("unavailable", f"this replica's engine failed and is being replaced; retry in "
+                                              f"{self.config.busy_retry_after_s} s", CloseCode.TRY_AGAIN_LATER,
                                self.config.busy_retry_after_s)
 
     def _line_changed(self) -> None:
@@ -257,34 +315,48 @@ class StatusSource(tp.Protocol):
     async def snapshot(self) -> dict: ...
 
 
-def status_app(config: ServeConfig, ledger: StatusSource) -> Starlette:
+def status_app(config: ServeConfig, ledger: StatusSource, knowledge: dict[str, dict | None] | None = None) -> Starlette:
     """/status (/voice/status under the ops route prefix), /healthz, /readyz, and the browser talk page
-    /talk: no session slot involved."""
+    /talk: no session slot involved. `knowledge`: each persona's knowledge base (grounding.describe_knowledge)."""
 
     personas = [{"name": name, "type": "speech_to_speech", "enabled": True, "full_duplex": True,
                  "mode": "speech_to_speech", "voice": persona.voice, "text_prompt": persona.text_prompt,
-                 "allow_overrides": persona.allow_overrides}
+                 "allow_overrides": persona.allow_overrides, "knowledge": (knowledge or {}).get(name)}
                 for name, persona in config.personas.items()]
     talk_page = (importlib.resources.files("plexray.serve") / "web" / "talk.html").read_text()
+    bounded_ledger = BoundedLedger(ledger)
+
+    async def fleet() -> dict | None:
+        """The ledger's view of the fleet; None when it does not answer in time (restarting)."""
+        try:
+            return await bounded_ledger.snapshot()
+        except Exception as exc:  # noqa: BLE001 - a timeout, or the handle's error for a ledger replica gone
+            logger.warning("/status: admission ledger unavailable: %s", exc)
+            return None
 
     async def status(request: Request) -> JSONResponse:
-        fleet = await ledger.snapshot()
+        snapshot = await fleet()
+        if snapshot is None:
+            return JSONResponse({"available": False, "degraded": LEDGER_UNAVAILABLE, "adapters": personas,
+                                 "default_persona": config.default_persona})
         return JSONResponse({
-            "available": fleet["live_sessions"] < fleet["capacity"],
+            "available": snapshot["live_sessions"] < snapshot["capacity"],
             "adapters": personas, "default_persona": config.default_persona,
             "websocket_endpoint": "/ws/voice/{adapter_name}", "binary_endpoint": "/api/chat",
             "sessions_per_replica": config.sessions_per_replica,
-            "capacity": fleet["capacity"], "live_sessions": fleet["live_sessions"], "waiting": fleet["waiting"],
-            "replicas": fleet["replicas"],
+            "capacity": snapshot["capacity"], "live_sessions": snapshot["live_sessions"],
+            "waiting": snapshot["waiting"], "replicas": snapshot["replicas"],
         })
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        fleet = await ledger.snapshot()
-        ready = fleet["live_sessions"] < fleet["capacity"]
-        body = {"ready": ready, "capacity": fleet["capacity"], "live_sessions": fleet["live_sessions"]}
+        snapshot = await fleet()
+        if snapshot is None:
+            return JSONResponse({"ready": False, "degraded": LEDGER_UNAVAILABLE}, status_code=503)
+        ready = snapshot["live_sessions"] < snapshot["capacity"]
+        body = {"ready": ready, "capacity": snapshot["capacity"], "live_sessions": snapshot["live_sessions"]}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def talk(request: Request) -> HTMLResponse:

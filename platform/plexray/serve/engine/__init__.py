@@ -9,7 +9,8 @@
     session.push_pcm(pcm)                    # float32 mono 24 kHz, any length; bad audio repaired or BadAudioError
     await session.wait_ready()               # prompt prefill done: send the handshake now
     out = await session.next_output()        # SessionOutput(pcm [1920] float32, text str), None once ended
-    session.close(); session.ended_reason    # 'closed' | 'max_duration' | 'idle_timeout' | 'context_full' | 'engine_stopped'
+    session.close(); session.ended_reason    # 'closed' | 'max_duration' | 'idle_timeout' |
+                                             # 'engine_stopped' | 'engine_failed' (a tick raised: engine.failure)
 
 `engine.tick()` advances every session by one frame synchronously (tests, benchmarks).
 Each tick: batched Mimi encode of every live session's newest user frame (silence if none), one
@@ -20,9 +21,9 @@ Behaviour at the edges:
 - Slow reader: at most `output_buffer_frames` frames wait for it; older ones are dropped and counted.
 - Silent or stalled client: its user stream gets silence; after `idle_timeout_s` without any push_pcm
   the session ends ('idle_timeout'). A client far ahead of real time loses its oldest input (counted).
-- Length: 'max_duration' after `max_session_s`; 'context_full' when prompt + conversation reach the
-  LM context (3000 frames = 240 s): the session ends instead of letting the ring buffer evict the
-  role prompt.
+- Length: 'max_duration' after `max_session_s` (a policy, default 30 min). Past the LM context
+  (3000 frames = 240 s) the prompt stays pinned and the conversation slides behind it
+  (long_context.py): memory per slot is constant for any call length.
 - Determinism: a session's tokens are a pure function of its seeds, prompt and audio for a given
   engine capacity, whoever else is in the batch (sampling noise is a counter-based hash of
   seed, frame position, stream and token id). Engines of different capacity may differ where float
@@ -32,8 +33,8 @@ Behaviour at the edges:
 
 from plexray.serve.engine.config import EngineConfig, SessionSettings
 from plexray.serve.engine.engine import Engine
-from plexray.serve.engine.errors import BadAudioError, EngineFullError, SessionSettingsError
+from plexray.serve.engine.errors import BadAudioError, EngineFullError, EngineUnavailableError, SessionSettingsError
 from plexray.serve.engine.session import Session, SessionOutput
 
 __all__ = ["Engine", "EngineConfig", "SessionSettings", "Session", "SessionOutput", "EngineFullError",
-           "BadAudioError", "SessionSettingsError"]
+           "BadAudioError", "SessionSettingsError", "EngineUnavailableError"]

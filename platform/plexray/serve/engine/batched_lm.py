@@ -26,6 +26,7 @@ from moshi.utils.compile import CUDAGraphed
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
 from plexray.model.inputs import source_frames
+from plexray.serve.engine.long_context import pin_prompts
 from plexray.serve.engine.sampling import SamplingParams, apply_text_biases, sample
 
 HISTORY_COLUMNS = 3
@@ -63,11 +64,14 @@ class StepOutput:
 class BatchedLM:
     """The LM in streaming mode with `batch_size` slots. Not thread-safe: one engine thread drives it."""
 
-    def __init__(self, lm: LMModel, batch_size: int, cuda_graphs: bool = False):
+    def __init__(self, lm: LMModel, batch_size: int, cuda_graphs: bool = False, prompt_capacity: int = 1000):
         self.lm = lm
         self.batch_size = batch_size
         self.device = lm.device
         self._streaming = lm.streaming(batch_size)
+        # Past the context the prompt stays and the conversation slides (long_context.py).
+        context = lm.transformer.layers[0].self_attn.context
+        self._pinned_caches = pin_prompts(lm, batch_size, min(prompt_capacity, context - 1))
         self._main_state = lm.get_streaming_state()
         self._slot_states: dict[int, dict] = {}
         self.history = torch.zeros(batch_size, lm.num_codebooks, HISTORY_COLUMNS, dtype=torch.long,
@@ -86,6 +90,11 @@ class BatchedLM:
     @property
     def context(self) -> int:
         return self.lm.transformer.layers[0].self_attn.context
+
+    def pin_prompt(self, slot: int, prompt_frames: int) -> None:
+        """Keep the slot's first `prompt_frames` positions (its prefilled prompt) in the KV caches for good."""
+        for cache in self._pinned_caches:
+            cache.pin(slot, prompt_frames)
 
     def reset_slot(self, slot: int) -> None:
         mask = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)

@@ -28,8 +28,9 @@ class EngineConfig(StrictModel):
 
     max_sessions: int = pydantic.Field(4, ge=1, le=1024, description="slots B: conversations stepped in one batch")
     max_session_s: float = pydantic.Field(
-        230.0, gt=0, description="a conversation ends (reason 'max_duration') after this much audio; it ends "
-                                 "earlier ('context_full') when prompt + conversation reach the LM context")
+        1800.0, gt=0, description="a conversation ends (reason 'max_duration') after this much audio: a policy "
+                                  "(cost, abuse), not a limit of the model: past the LM context the prompt stays "
+                                  "pinned and the conversation slides behind it")
     idle_timeout_s: float = pydantic.Field(
         30.0, gt=0, description="a session whose client pushed no audio for this long ends ('idle_timeout')")
     output_buffer_frames: int = pydantic.Field(

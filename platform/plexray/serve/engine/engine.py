@@ -1,7 +1,7 @@
 """The engine: one model, B session slots, one 80 ms frame for every live session per tick.
 
 A tick, in order:
-  1. retire sessions that closed, ran past max_session_s, went idle, or filled the LM context;
+  1. retire sessions that closed, ran past max_session_s or went idle;
   2. admit waiting sessions into free slots (per-slot reset of LM and Mimi state only);
   3. prefill joining sessions' prompts, at most `prefill_frames_per_tick` frames per tick in all,
      each through its own slice of the KV caches (the talking sessions are not in that batch);
@@ -11,10 +11,14 @@ A tick, in order:
      SessionOutput (agent audio of one column and the text token of the same column).
 
 Context: the LM attends to 3000 frames (240 s) and PersonaPlex's role lives in the prompt at the
-start of that window. Rather than let the ring buffer silently evict the prompt (the agent would
-forget who it is, and positions would run past what the model was trained on), a session ends
-with reason 'context_full' when prompt + conversation reach the context. `max_session_s`
-defaults below that, so normally 'max_duration' comes first.
+start of that window. Past the window the prompt stays pinned in the KV caches and the
+conversation slides behind it (long_context.py), so a call of any length stays in character with
+constant memory; `max_session_s` is a policy, not a limit of the model.
+
+Failure: a tick that raises (CUDA out of memory, a bug) fails the engine for good: every session
+ends with reason 'engine_failed', open_session refuses, `failure` names the error and run() raises.
+The engine cannot tell what state the failed tick left the model in, so it does not try to go on:
+whoever runs it replaces it (the Serve replica reports unhealthy).
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from plexray.model.prompt import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 from plexray.serve.engine.batched_lm import BatchedLM, Forced, TextBiases
 from plexray.serve.engine.codec import BatchedMimi
 from plexray.serve.engine.config import EngineConfig, SessionSettings
-from plexray.serve.engine.errors import EngineFullError, SessionSettingsError
+from plexray.serve.engine.errors import EngineFullError, EngineUnavailableError, SessionSettingsError
 from plexray.serve.engine.metrics import EngineMetrics
-from plexray.serve.engine.prompt_plan import PromptPlan, PromptPlanner
+from plexray.serve.engine.prompt_plan import PromptLayout, PromptPlan, PromptPlanner
 from plexray.serve.engine.sampling import SamplingParams
 from plexray.serve.engine.session import Session, SessionOutput
 
@@ -75,18 +79,22 @@ class Engine:
         self._cuda_graphs = config.cuda_graphs and on_gpu
         self._planner = PromptPlanner(bundle, config.max_prompt_frames)  # before Mimi starts streaming
         batch = config.max_sessions
-        self._lm = BatchedLM(bundle.lm, batch, cuda_graphs=self._cuda_graphs)
+        self._lm = BatchedLM(bundle.lm, batch, cuda_graphs=self._cuda_graphs,
+                             prompt_capacity=config.max_prompt_frames)
         self._mimi = BatchedMimi(bundle.mimi, batch)
         self._device = bundle.lm.device
         self._slots: list[Slot | None] = [None] * batch
-        self._pending: collections.deque[tuple[Session, PromptPlan]] = collections.deque()
-        self._lock = threading.Lock()  # guards _pending, _slots membership and the counters below
+        # Sessions waiting for a slot, oldest first; only the tick thread takes from it while run() goes.
+        self._pending: collections.deque[tuple[Session, PromptLayout]] = collections.deque()
+        self._lock = threading.Lock()  # guards _pending, _slots membership, _failure and the counters below
         self._ids = itertools.count(1)
         self._admissions = itertools.count()
         self._metrics = EngineMetrics(config.tick_history)
         self._ended_totals = collections.Counter()  # per-session stats of sessions that ended
         self._stop = threading.Event()
         self._closed = False
+        self._failure: str | None = None  # the error of the tick that failed the engine
+        self._injected_fault: str | None = None  # see inject_fault
         self._max_live_frames = math.ceil(config.max_session_s * FRAME_RATE)
         self._idle_frames = math.ceil(config.idle_timeout_s * FRAME_RATE)
         self._params = _SlotParams(batch, config.repetition_context_max, self._device)
@@ -98,15 +106,28 @@ class Engine:
 
     @property
     def active_sessions(self) -> int:
-        """Sessions holding or waiting for a slot."""
+        """Sessions holding or waiting for a slot (one that asked to close holds none)."""
         with self._lock:
-            return sum(slot is not None for slot in self._slots) + len(self._pending)
+            return self._held_slots()
+
+    @property
+    def failure(self) -> str | None:
+        """None while the engine works; once a tick has raised, that error ('RuntimeError: ...')."""
+        with self._lock:
+            return self._failure
 
     def open_session(self, settings: SessionSettings | None = None) -> Session:
         """Reserve a slot for a new conversation; it starts prefilling at the next tick.
 
-        Raises EngineFullError when every slot is taken, SessionSettingsError for an unknown voice
-        or a prompt too long; both before anything is allocated.
+        Cheap enough to call on an event loop: the prompt is only laid out here (tokenizer and a few
+        small CPU tensors), which is where a bad voice or a prompt too long is refused. Its embeddings
+        are made by the tick thread when the session takes its slot (`_admit`), because device work
+        here (host-to-device copies, kernels queued behind the tick's) would stall the caller's event
+        loop, which carries every other session's audio, and kernels launched from a second thread
+        could break a CUDA-graph capture in progress in the tick thread.
+
+        Raises EngineFullError when every slot is taken, SessionSettingsError for bad settings (both
+        before anything is allocated), EngineUnavailableError once the engine is closed or has failed.
         """
         settings = settings or SessionSettings()
         if settings.repetition_penalty_context > self.config.repetition_context_max:
@@ -114,27 +135,32 @@ class Engine:
                 f"repetition_penalty_context {settings.repetition_penalty_context} exceeds this engine's "
                 f"repetition_context_max {self.config.repetition_context_max}")
         with self._lock:
-            if self._closed:
-                raise PlexrayError("engine is closed")
-            if sum(slot is not None for slot in self._slots) + len(self._pending) >= self.capacity:
-                self._metrics.sessions_refused += 1
-                raise EngineFullError(f"all {self.capacity} session slots are taken; retry later")
-        plan = self._planner.plan(settings.text_prompt, settings.voice)
-        if plan.num_frames + 1 >= self._lm.context:
-            raise SessionSettingsError(f"prompt of {plan.num_frames} frames leaves no room in the LM context of "
+            self._check_room()
+        layout = self._planner.layout(settings.text_prompt, settings.voice)
+        if layout.num_frames + 1 >= self._lm.context:
+            raise SessionSettingsError(f"prompt of {layout.num_frames} frames leaves no room in the LM context of "
                                        f"{self._lm.context} frames")
-        with self._lock:  # re-check: another caller may have taken the last slot meanwhile
-            if sum(slot is not None for slot in self._slots) + len(self._pending) >= self.capacity:
-                self._metrics.sessions_refused += 1
-                raise EngineFullError(f"all {self.capacity} session slots are taken; retry later")
+        with self._lock:  # re-check: another caller may have taken the last slot, or the engine failed, meanwhile
+            self._check_room()
             session = Session(next(self._ids), settings, self.config.output_buffer_frames,
                               self.config.input_buffer_frames)
-            self._pending.append((session, plan))
+            self._pending.append((session, layout))
             self._metrics.sessions_opened += 1
         return session
 
+    def inject_fault(self, message: str) -> None:
+        """Make the next tick raise RuntimeError(message), as a CUDA error or a bug would (tests, failure drills).
+
+        No caller reaches it: a Serve replica exposes it only to Serve handles, and only when the
+        config's `serve.fault_injection` is on (see deployments.PersonaPlexReplica.inject_engine_fault).
+        """
+        self._injected_fault = message
+
     def tick(self) -> None:
         """Advance every session by one 80 ms frame (synchronously, in the calling thread)."""
+        fault, self._injected_fault = self._injected_fault, None
+        if fault is not None:
+            raise RuntimeError(f"injected fault: {fault}")
         started = time.perf_counter()
         with torch.no_grad():
             self._retire()
@@ -153,7 +179,11 @@ class Engine:
 
         A late tick is counted and the next one starts at once (catching up); more than 1 s behind,
         the schedule restarts from now. On return every session has ended ('engine_stopped').
+        A tick that raises fails the engine (see the module docstring): every session ends
+        ('engine_failed') and run() raises EngineUnavailableError from the tick's error.
         """
+        with self._lock:
+            self._check_open()
         self._stop.clear()
         loop = asyncio.get_running_loop()
         deadline = time.monotonic()
@@ -170,6 +200,9 @@ class Engine:
                     if -delay > 1.0:
                         self._metrics.resyncs += 1
                         deadline = time.monotonic()
+            except Exception as error:
+                self._fail(error)
+                raise EngineUnavailableError(f"the engine failed: {self.failure}") from error
             finally:
                 self._end_all("engine_stopped")
 
@@ -197,7 +230,7 @@ class Engine:
         """Tick time p50/p99 (ms), late ticks, frames out/dropped, prefill cost, sessions, bad audio."""
         with self._lock:
             live = [slot.session for slot in self._slots if slot is not None]
-            active = len(live) + len(self._pending)
+            active = self._held_slots()
             totals = self._ended_totals.copy()
             snapshot = self._metrics.snapshot()
         for session in live:
@@ -222,8 +255,6 @@ class Engine:
                 reason = "max_duration"
             elif slot.phase == "live" and slot.idle_frames >= self._idle_frames:
                 reason = "idle_timeout"
-            elif slot.position >= self._lm.context:
-                reason = "context_full"
             if reason is not None:
                 self._free(index, reason)
 
@@ -237,17 +268,23 @@ class Engine:
             self._metrics.sessions_ended[reason] += 1
 
     def _admit(self) -> None:
+        """Seat waiting sessions in free slots, oldest first, embedding each one's prompt (see open_session)."""
         while True:
             with self._lock:
-                free = [i for i, slot in enumerate(self._slots) if slot is None]
-                if not free or not self._pending:
+                index = next((i for i, slot in enumerate(self._slots) if slot is None), None)
+                if index is None or not self._pending:
                     return
-                session, plan = self._pending.popleft()
-                index = free[0]
+                session, layout = self._pending[0]
                 if session._wants_close:  # closed before it ever got a slot
+                    self._pending.popleft()
                     session._end("closed")
                     self._metrics.sessions_ended["closed"] += 1
                     continue
+            # Outside the lock, so open_session never waits for device work; the session stays in
+            # the line until it is seated, so the capacity check counts it all along.
+            plan = self._planner.embed(layout)
+            with self._lock:
+                self._pending.popleft()
                 self._slots[index] = Slot(session, plan, "prefill" if plan.num_frames else "first",
                                           admitted=next(self._admissions))
             self._lm.reset_slot(index)
@@ -275,6 +312,7 @@ class Engine:
             budget -= count
             if slot.prefilled == slot.plan.num_frames:
                 self._lm.write_columns(index, slot.plan.last_columns, slot.plan.num_frames - 2)
+                self._lm.pin_prompt(index, slot.plan.num_frames)
                 slot.phase = "first"
                 with self._lock:
                     self._metrics.session_prefill_ms.append(slot.session.stats.prefill_ms)
@@ -348,6 +386,35 @@ class Engine:
         if token in (TEXT_PADDING_ID, TEXT_END_OF_PADDING_ID):
             return ""
         return self.bundle.tokenizer.id_to_piece(token).replace("\u2581", " ")
+
+    def _held_slots(self) -> int:
+        """Slots taken by live and waiting sessions (the caller holds self._lock).
+
+        A session that asked to close holds none: its slot is freed at the next tick's `_retire`,
+        which runs before `_admit`, so a caller who reconnects at once is seated at that same tick.
+        """
+        seated = sum(slot is not None and not slot.session._wants_close for slot in self._slots)
+        return seated + sum(not session._wants_close for session, _ in self._pending)
+
+    def _check_open(self) -> None:
+        """Raise EngineUnavailableError once the engine failed or was closed (the caller holds self._lock)."""
+        if self._failure is not None:
+            raise EngineUnavailableError(f"the engine failed ({self._failure}) and takes no sessions")
+        if self._closed:
+            raise EngineUnavailableError("the engine is closed")
+
+    def _check_room(self) -> None:
+        """Raise unless a new session may reserve a slot now (the caller holds self._lock)."""
+        self._check_open()
+        if self._held_slots() >= self.capacity:
+            self._metrics.sessions_refused += 1
+            raise EngineFullError(f"all {self.capacity} session slots are taken; retry later")
+
+    def _fail(self, error: Exception) -> None:
+        """A tick raised: refuse new sessions from now on, then end every session ('engine_failed')."""
+        with self._lock:
+            self._failure = f"{type(error).__name__}: {error}"
+        self._end_all("engine_failed")
 
     def _end_all(self, reason: str) -> None:
         with self._lock:

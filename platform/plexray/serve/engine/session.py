@@ -106,7 +106,8 @@ class Session:
             return self._outputs.popleft() if self._outputs else None
 
     def close(self) -> None:
-        """End the conversation; the engine frees its slot at the next tick (reason 'closed')."""
+        """End the conversation (reason 'closed'). Its slot counts as free at once; the tick thread
+        releases it at the next tick."""
         with self._lock:
             self._close_requested = True
 
@@ -117,7 +118,8 @@ class Session:
 
     @property
     def ended_reason(self) -> str | None:
-        """None while live; then 'closed', 'max_duration', 'idle_timeout', 'context_full' or 'engine_stopped'."""
+        """None while live; then 'closed', 'max_duration', 'idle_timeout', 'engine_stopped'
+        or 'engine_failed' (a tick raised: see Engine.failure)."""
         with self._lock:
             return self._ended_reason
 
