@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
 from plexray.model.prompt import FRAME_SAMPLES
+from plexray.serve.engine.batched_lm import USER, Forced, TextBiases
+from plexray.serve.engine.sampling import SamplingParams
 from plexray.serve.engine import Engine, SessionSettings
 
 GREEDY = dict(text_temperature=0, audio_temperature=0, text_topk=1, audio_topk=1, pad_mult=0)
@@ -93,3 +96,33 @@ def run_session(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray,
     with torch.no_grad():
         prompt_logits = lm.text_linear(lm.out_norm(torch.cat(prompt_outputs)[None]))[0]
     return prompt_logits.argmax(-1).tolist(), outputs
+
+
+def sampling_params(batch: int) -> "SamplingParams":
+    """Temperature 0.8, top-k 50, seed = slot index: a batch whose free slots sample as usual."""
+    return SamplingParams(torch.full((batch,), 0.8), torch.full((batch,), 50, dtype=torch.long),
+                          torch.arange(batch, dtype=torch.long))
+
+
+def step_teacher_forced(engine_lm, codes: torch.Tensor, position: int, slot: int):
+    """Step a BatchedLM one position with slot `slot` replaying `codes` [17, T]; the other slots sample.
+
+    The slot's user codes of column position - 1 go in, and its text and agent tokens are imposed:
+    text and codebook 0 of column `position`, codebooks 1-7 of column position - 1.
+    """
+    batch = engine_lm.batch_size
+    replaying = torch.zeros(batch, dtype=torch.bool)
+    replaying[slot] = True
+    user = torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long)
+    user[slot] = codes[USER, position - 1]
+    engine_lm.set_user_codes(user, replaying)
+    forced = Forced(torch.zeros(batch, dtype=torch.long), replaying,
+                    torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long),
+                    torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.bool))
+    forced.text[slot] = codes[0, position]
+    forced.audio[slot, 0] = codes[1, position]
+    forced.audio[slot, 1:] = codes[2:1 + NUM_AUDIO_CODEBOOKS, position - 1]
+    forced.audio_mask[slot] = True
+    biases = TextBiases(torch.full((batch, 4), -1, dtype=torch.long), torch.ones(batch), torch.zeros(batch))
+    active = torch.ones(batch, dtype=torch.bool)
+    return engine_lm.step(active, sampling_params(batch), sampling_params(batch), biases, forced, (50, 50))

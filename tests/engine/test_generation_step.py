@@ -7,16 +7,11 @@ import torch
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
 from plexray.model.inputs import input_embeddings, transformer_inputs
-from plexray.serve.engine.batched_lm import USER, BatchedLM, Forced, TextBiases
-from plexray.serve.engine.sampling import SamplingParams
+from engine_helpers import sampling_params, step_teacher_forced
+from plexray.serve.engine.batched_lm import BatchedLM, Forced, TextBiases
 
 FRAMES = 14
 PREFILLED = 6  # positions 0..5 through the chunked prefill path, the rest step by step
-
-
-def _params(batch):
-    return SamplingParams(torch.full((batch,), 0.8), torch.full((batch,), 50, dtype=torch.long),
-                          torch.arange(batch, dtype=torch.long))
 
 
 @pytest.mark.parametrize("family", ["personaplex", "moshi"])
@@ -38,26 +33,15 @@ def test_teacher_forced_streaming_matches_forward(family, request):
                           torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long),
                           torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.bool))
         for _ in range(3):  # the neighbours are already talking when slot 1 joins
-            engine_lm.step(active, _params(batch), _params(batch), biases, no_force, (50, 50))
+            engine_lm.step(active, sampling_params(batch), sampling_params(batch), biases, no_force, (50, 50))
         engine_lm.reset_slot(slot)
         with torch.no_grad():
             embeddings = input_embeddings(lm, transformer_inputs(lm, codes[None]))[0]
         engine_lm.prefill(slot, embeddings[:PREFILLED])
         engine_lm.write_columns(slot, codes[:, PREFILLED - 2:PREFILLED], PREFILLED - 2)
 
-        active = torch.tensor([True, True, True])
         for position in range(PREFILLED, FRAMES):
-            user = torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long)
-            user[slot] = codes[USER, position - 1]
-            engine_lm.set_user_codes(user, torch.tensor([False, True, False]))
-            forced = Forced(torch.zeros(batch, dtype=torch.long), torch.tensor([False, True, False]),
-                            torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long),
-                            torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.bool))
-            forced.text[slot] = codes[0, position]
-            forced.audio[slot, 0] = codes[1, position]
-            forced.audio[slot, 1:] = codes[2:1 + NUM_AUDIO_CODEBOOKS, position - 1]
-            forced.audio_mask[slot] = True
-            out = engine_lm.step(active, _params(batch), _params(batch), biases, forced, (50, 50))
+            out = step_teacher_forced(engine_lm, codes, position, slot)
 
             torch.testing.assert_close(out.text_logits[slot], reference.text_logits[0, 0, position],
                                        atol=1e-4, rtol=1e-4)

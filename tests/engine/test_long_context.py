@@ -13,26 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from engine_helpers import GREEDY, user_audio
+from engine_helpers import GREEDY, step_teacher_forced, user_audio
 from plexray.model import architectures, load_model
-from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
 from plexray.model.inputs import input_embeddings, transformer_inputs
 from plexray.model.prompt import FRAME_SAMPLES
 from plexray.serve.engine import Engine, EngineConfig, SessionSettings
-from plexray.serve.engine.batched_lm import USER, BatchedLM, Forced, TextBiases
+from plexray.serve.engine.batched_lm import BatchedLM
 from plexray.serve.engine.long_context import PinnedPromptKVCache, rotate
-from plexray.serve.engine.sampling import SamplingParams
 from replica import GOLDEN_DIR
 
 CONTEXT = 48
 LONG_CALL_CONTEXT, LONG_CALL_FRAMES = 100, 1250
 PROMPT = 12
 FRAMES = PROMPT + 100  # two windows past the context
-
-
-def _params(batch):
-    return SamplingParams(torch.full((batch,), 0.8), torch.full((batch,), 50, dtype=torch.long),
-                          torch.arange(batch, dtype=torch.long))
 
 
 def _window_reference(lm, embeddings: torch.Tensor, position: int) -> torch.Tensor:
@@ -70,25 +63,13 @@ def test_teacher_forced_logits_equal_the_window_reference():
     batch, slot = 3, 1
     engine_lm = BatchedLM(lm, batch, prompt_capacity=16)
     try:
-        biases = TextBiases(torch.full((batch, 4), -1, dtype=torch.long), torch.ones(batch), torch.zeros(batch))
         engine_lm.reset_slot(slot)
         with torch.no_grad():
             engine_lm.prefill(slot, embeddings[:PROMPT])
         engine_lm.write_columns(slot, codes[:, PROMPT - 2:PROMPT], PROMPT - 2)
         engine_lm.pin_prompt(slot, PROMPT)
-        active = torch.tensor([True, True, True])
         for position in range(PROMPT, FRAMES):
-            user = torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long)
-            user[slot] = codes[USER, position - 1]
-            engine_lm.set_user_codes(user, torch.tensor([False, True, False]))
-            forced = Forced(torch.zeros(batch, dtype=torch.long), torch.tensor([False, True, False]),
-                            torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.long),
-                            torch.zeros(batch, NUM_AUDIO_CODEBOOKS, dtype=torch.bool))
-            forced.text[slot] = codes[0, position]
-            forced.audio[slot, 0] = codes[1, position]
-            forced.audio[slot, 1:] = codes[2:1 + NUM_AUDIO_CODEBOOKS, position - 1]
-            forced.audio_mask[slot] = True
-            out = engine_lm.step(active, _params(batch), _params(batch), biases, forced, (50, 50))
+            out = step_teacher_forced(engine_lm, codes, position, slot)
             torch.testing.assert_close(out.text_logits[slot], references[position], rtol=1e-4, atol=1e-4,
                                        msg=lambda m: f"position {position}: {m}")
     finally:

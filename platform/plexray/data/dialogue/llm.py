@@ -10,29 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
-import time
 import typing as tp
-
-import httpx
 
 from plexray.data.config import LLMConfig
 from plexray.data.dialogue.script import Dialogue, Speaker, Turn
 from plexray.data.errors import LLMError
 from plexray.data.personas import Persona, Scenario
 from plexray.data.prompts import system_prompt
+from plexray.openai_compat import post_json
 
 BASE_URL_ENV = "PLEXRAY_LLM_BASE_URL"
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-_SEMAPHORES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_SEMAPHORES_LOCK = threading.Lock()
-
-
-def _semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    with _SEMAPHORES_LOCK:
-        return _SEMAPHORES.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
-
 
 def parse_json_reply(text: str) -> object:
     """The JSON object in a model's reply, tolerating ```json fences and prose around it."""
@@ -55,30 +42,10 @@ class ChatClient:
 
     def complete_json(self, messages: list[dict]) -> object:
         """Send a chat completion; returns the parsed JSON object of the answer."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
                 "max_tokens": self.config.max_tokens, "response_format": {"type": "json_object"}}
-        problem = "no attempt made"
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
-            try:
-                with _semaphore(self.base_url, self.config.max_concurrency):
-                    response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers,
-                                          timeout=self.config.timeout_s)
-            except httpx.HTTPError as exc:
-                problem = f"request failed: {type(exc).__name__}: {exc}"
-                continue
-            if response.status_code in RETRY_STATUS:
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code != 200:  # 400, 401, 404...: retrying will not help
-                raise LLMError(f"{self.base_url}: HTTP {response.status_code}: {response.text[:300]}")
-            try:
-                return parse_json_reply(response.json()["choices"][0]["message"]["content"])
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                problem = f"unusable reply: {type(exc).__name__}: {exc}"
-        raise LLMError(f"{self.base_url}: gave up after {self.config.max_retries + 1} attempts; last: {problem}")
+        return post_json(self.base_url, "/chat/completions", body, self.api_key, self.config,
+                         lambda reply: parse_json_reply(reply["choices"][0]["message"]["content"]), LLMError)
 
 
 DIALOGUE_INSTRUCTIONS = (

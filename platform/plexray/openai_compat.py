@@ -1,0 +1,62 @@
+"""POST to an OpenAI-compatible endpoint (vLLM, gpt-oss, an embeddings server): retries, backoff, a cap
+on requests in flight. The dialogue LLM's chat client and the knowledge bases' embeddings client
+both call `post_json`.
+
+Retried: connection errors, 408/409/425/429 and 5xx answers, and replies `parse` cannot use;
+not retried: any other HTTP error (400, 401, 404: retrying will not help).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as tp
+
+import httpx
+
+from plexray.errors import PlexrayError
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+T = tp.TypeVar("T")
+
+_SEMAPHORES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_SEMAPHORES_LOCK = threading.Lock()
+
+
+class EndpointSettings(tp.Protocol):
+    max_retries: int
+    backoff_s: float
+    max_concurrency: int
+    timeout_s: float
+
+
+def _semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
+    """At most `limit` requests in flight to `base_url` from this process, whichever client sends them."""
+    with _SEMAPHORES_LOCK:
+        return _SEMAPHORES.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
+
+
+def post_json(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
+              parse: tp.Callable[[tp.Any], T], error: type[PlexrayError]) -> T:
+    """`parse(reply JSON)` of `POST {base_url}{path}`; raises `error` naming the endpoint after the last try."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    problem = "no attempt made"
+    for attempt in range(settings.max_retries + 1):
+        if attempt:
+            time.sleep(settings.backoff_s * 2 ** (attempt - 1))
+        try:
+            with _semaphore(base_url, settings.max_concurrency):
+                response = httpx.post(f"{base_url}{path}", json=body, headers=headers, timeout=settings.timeout_s)
+        except httpx.HTTPError as exc:
+            problem = f"request failed: {type(exc).__name__}: {exc}"
+            continue
+        if response.status_code in RETRY_STATUS:
+            problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            continue
+        if response.status_code != 200:
+            raise error(f"{base_url}: HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            return parse(response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            problem = f"unusable reply: {type(exc).__name__}: {exc}"
+    raise error(f"{base_url}: gave up after {settings.max_retries + 1} attempts; last: {problem}")
