@@ -10,7 +10,7 @@ from plexray.serve.engine import BadAudioError, SessionSettings
 
 
 def test_bad_audio_is_repaired_or_refused_and_counted(make_engine):
-    engine = make_engine(max_sessions=2, input_buffer_frames=4)
+    engine = make_engine(max_sessions=2, input_buffer_frames=5)
     session = engine.open_session(SessionSettings())
     neighbour = engine.open_session(SessionSettings())
     for _ in range(2):
@@ -24,7 +24,8 @@ def test_bad_audio_is_repaired_or_refused_and_counted(make_engine):
     session.push_pcm(nan_frame)
     session.push_pcm(np.full(FRAME_SAMPLES, 5.0, np.float32))  # clipped
     session.push_pcm((np.ones(FRAME_SAMPLES) * 8000).astype(np.int16))  # integer PCM scaled
-    session.push_pcm(np.zeros((1, 1280), np.float32), sample_rate=16000)  # 80 ms at 16 kHz -> 1920 samples
+    # 160 ms at 16 kHz -> one frame and part of the next (the resampling filter's delay is held back)
+    session.push_pcm(np.zeros((1, 2560), np.float32), sample_rate=16000)
     audio = session.stats.audio
     assert (audio.repaired, audio.nonfinite_samples, audio.clipped_samples, audio.resampled) == (
         4, FRAME_SAMPLES // 2, FRAME_SAMPLES, 1)
@@ -67,3 +68,27 @@ def test_odd_lengths_are_buffered_and_a_runaway_client_is_trimmed(make_engine):
     for _ in range(4):
         engine.tick()
     assert session.stats.input_frames == 4 and session.ended_reason is None
+
+
+@pytest.mark.parametrize("rate, chunk", [(48000, 960), (16000, 123)])
+def test_a_direct_caller_pushing_chunks_hears_the_whole_stream_resampled(make_engine, rate, chunk):
+    """push_pcm keeps one resampler per session: audio pushed in small chunks at another rate reaches
+    the engine as the same samples as the whole clip resampled at once (no clicks at the chunk edges)."""
+    engine = make_engine(max_sessions=2, input_buffer_frames=40)
+    chunked, whole = engine.open_session(SessionSettings()), engine.open_session(SessionSettings())
+    seconds = np.arange(rate) / rate
+    speech_like = (0.4 * np.sin(2 * np.pi * 440 * seconds) + 0.1 * np.sin(2 * np.pi * 1300 * seconds)).astype(np.float32)
+    for start in range(0, speech_like.size, chunk):
+        chunked.push_pcm(speech_like[start:start + chunk], sample_rate=rate)
+    whole.push_pcm(speech_like, sample_rate=rate)
+    heard_chunked, heard_whole = _queued_frames(chunked), _queued_frames(whole)
+    assert len(heard_chunked) == len(heard_whole) >= 11  # 1 s at 24 kHz is 12.5 frames, less the filter's delay
+    np.testing.assert_allclose(np.concatenate(heard_chunked), np.concatenate(heard_whole), atol=1e-3)
+
+
+def _queued_frames(session) -> list[np.ndarray]:
+    """The full user frames a session holds for the engine, taken as the engine's tick takes them."""
+    frames = []
+    while (frame := session._take_input_frame()[0]) is not None:
+        frames.append(frame)
+    return frames

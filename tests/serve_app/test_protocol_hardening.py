@@ -236,6 +236,21 @@ def test_an_internal_failure_is_not_reported_as_a_disconnect():
     assert reason == "internal_error" and closed[0] == CloseCode.INTERNAL_ERROR
 
 
+def test_a_session_ended_by_a_failed_engine_closes_with_internal_error():
+    async def scenario():
+        ws = ScriptedSocket([])
+        session = QuietSession()
+        session.ended_reason = "engine_failed"  # a tick raised: the engine ended every session
+        session.ready.set()
+        reason = await converse(ws, session, _voice_protocol(), ConversationLimits(1 << 16))
+        ws.hang_up.set()
+        return reason, ws.closed, [json.loads(sent) for sent in ws.sent]
+
+    reason, closed, sent = asyncio.run(scenario())
+    assert reason == "engine_failed" and closed == (CloseCode.INTERNAL_ERROR, "engine_failed")
+    assert sent[-1] == {"type": "ended", "reason": "engine_failed"}
+
+
 def test_size_limit_counts_bytes_not_characters():
     wide = json.dumps({"type": "ping", "pad": "é" * 600})  # about 620 characters, 1220 bytes
 

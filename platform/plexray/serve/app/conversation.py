@@ -24,14 +24,14 @@ from plexray.serve.app import json_protocol
 from plexray.serve.app.errors import CloseCode, ProtocolError
 from plexray.serve.app.security import replica_logger
 from plexray.serve.engine import Session, SessionOutput
-from plexray.serve.engine.audio_input import StreamResampler, clean_pcm
 
 logger = replica_logger()
 
 # How each end reason closes the socket: the replica stopping is 'going away', a client that broke the
-# protocol too often 'invalid data', a fault of this server 'internal error', the rest normal.
+# protocol too often 'invalid data', a fault of this server (its engine failing included) 'internal error',
+# the rest normal.
 END_CLOSE_CODES = {"engine_stopped": CloseCode.GOING_AWAY, "protocol_errors": CloseCode.INVALID_DATA,
-                   "internal_error": CloseCode.INTERNAL_ERROR}
+                   "internal_error": CloseCode.INTERNAL_ERROR, "engine_failed": CloseCode.INTERNAL_ERROR}
 SENDER_GRACE_S = 2.0  # how long a client's end waits for the agent frames already made to go out
 
 
@@ -123,7 +123,6 @@ class VoiceProtocol:
         self.persona, self.session_id, self.voice = persona, session_id, voice
         self.knowledge = knowledge  # a grounded session's passages, told to the caller in 'connected'
         self._chunks = 0
-        self._resampler = StreamResampler()  # the client's audio may come at any rate (the talk page: 48 kHz)
 
     async def send_ready(self, ws: WebSocket) -> None:
         await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice, self.knowledge))
@@ -145,8 +144,9 @@ class VoiceProtocol:
         decoded = json_protocol.decode_client_message(raw)
         if decoded.type == "audio_chunk":
             # An empty chunk is no sign of life: pushing it would hold off the idle timeout for ever.
+            # The session resamples the client's stream (any rate: the talk page sends 48 kHz) with state.
             if decoded.pcm.size:
-                session.push_pcm(clean_pcm(decoded.pcm, decoded.sample_rate, session.stats.audio, self._resampler))
+                session.push_pcm(decoded.pcm, decoded.sample_rate)
         elif decoded.type == "ping":
             await ws.send_text(json_protocol.pong())
         elif decoded.type == "interrupt":

@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
-from plexray.serve.engine.audio_input import AudioCounters, clean_pcm
+from plexray.serve.engine.audio_input import AudioCounters, StreamResampler, clean_pcm
 from plexray.serve.engine.config import SessionSettings
 
 
@@ -55,6 +55,7 @@ class Session:
         self._input = np.zeros(0, np.float32)  # pending user samples, oldest first
         self._input_limit = input_buffer_frames * FRAME_SAMPLES
         self._pushes = 0  # push_pcm calls, so the engine can tell an idle client
+        self._resampler = StreamResampler()  # the client's audio is one stream: filter state kept across pushes
         self._ready = False
         self._ended_reason: str | None = None
         self._close_requested = False
@@ -66,10 +67,12 @@ class Session:
         """Queue user audio: mono, any length; float in [-1, 1] or integer PCM; 24 kHz unless told.
 
         Bad audio is repaired (NaN -> 0, clipping, resampling) or refused with BadAudioError; both
-        are counted in `stats.audio`. Pushing into an ended session is ignored.
+        are counted in `stats.audio`. Pushing into an ended session is ignored. Successive pushes are
+        one stream: audio at another rate is resampled with the filter state carried from push to push
+        (the first push at a rate holds back the filter's delay, under one frame).
         """
         with self._lock:
-            samples = clean_pcm(pcm, sample_rate, self.stats.audio)
+            samples = clean_pcm(pcm, sample_rate, self.stats.audio, self._resampler)
             self._pushes += 1
             if self._ended_reason is not None:
                 return
