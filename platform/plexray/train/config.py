@@ -61,7 +61,10 @@ class TrainConfig(StrictModel):
     output_dir: str = pydantic.Field("artifacts/train", description="runs are written under this directory")
     run_name: str = pydantic.Field("run", pattern=r"^[A-Za-z0-9_.-]+$",
                                    description="a rerun with the same name resumes from its last checkpoint")
-    max_frames: int = pydantic.Field(2048, ge=8, description="sequences cropped or padded (-1) to this many frames")
+    max_frames: int = pydantic.Field(
+        2048, ge=8, description="frames of a training sequence, capped at the LM context; a longer conversation "
+                                "is trained as overlapping windows, each [its prompt][a slice of the conversation] "
+                                "(docs/long-calls.md); shorter ones are padded (-1)")
     batch_size: int = pydantic.Field(2, ge=1, description="conversations per worker per micro-batch")
     grad_accumulation: int = pydantic.Field(1, ge=1)
     max_steps: int = pydantic.Field(100, ge=1, description="optimizer steps")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
+from plexray.model.architectures import DELAYS, NUM_AUDIO_CODEBOOKS
 from plexray.train.errors import TrainingDataError
 
 NUM_STREAMS = 1 + 2 * NUM_AUDIO_CODEBOOKS  # text, 8 agent codebooks, 8 user codebooks
@@ -109,29 +109,104 @@ def check_codes(source: str | Path, conversation_id: str, codes) -> None:
                                 f"expected [{NUM_STREAMS}, T] (text + 8 agent + 8 user codebooks)")
 
 
+def window_frames(max_frames: int, lm) -> int:
+    """Frames of one training sequence: `train.max_frames`, never more than the LM's context.
+
+    LMModel.forward attends to the last `context` positions only, so a longer sequence would let the
+    prompt slide out of attention, which the serving engine never does (it pins the prompt).
+    """
+    return min(max_frames, lm.context)
+
+
+@dataclasses.dataclass
+class Window:
+    """One training sequence cut from a conversation: [the prompt][a slice of the conversation]."""
+
+    codes: np.ndarray  # [17, L] int64, -1 = padding
+    loss_frames: np.ndarray  # [L] bool: frames whose tokens are scored
+    start: int  # row frame of the window's first conversation frame (prompt_end for the first window)
+
+
+def windows(codes: np.ndarray, prompt_start: int, prompt_end: int, frames: int, mask_prompt: bool) -> list[Window]:
+    """THE rule that trains long conversations as the serving engine runs them past its context.
+
+    `codes` [17, T] is a row (prompt frames [0, prompt_end), then the conversation), `frames` = L the
+    window length (`window_frames`). A row that fits is one window, padded with -1: as before. A
+    longer one becomes windows [prompt (P frames)][W = L - P consecutive conversation frames], what
+    the engine's attention holds at a step past its context: the pinned prompt, re-based to sit right
+    before the kept conversation frames (positions are relative, so those are window positions 0..L-1).
+
+    Stride: each window starts ceil(W / 2) conversation frames after the previous one and scores only
+    the frames the previous one did not, so every scored frame sees at least about W / 2 frames of
+    conversation besides the prompt (the engine gives it W), at twice the compute of cutting the row
+    into disjoint windows; a disjoint cut would score the first frames of every window with nothing
+    but the prompt before them, a situation that never occurs in a call. The scored range starts one
+    frame early (the largest delay): the acoustic codebooks of a window's last frame are predicted at
+    the position after it, which the window does not have, so the next window scores them (and that
+    frame's text and semantic tokens twice). The last window ends at the row's end.
+
+    Boundary: position s reads stream k from frame s - 1 - delay_k (plexray.model.inputs), so the
+    first conversation positions of a window read the last 1 + delay_k frames of the prompt. Those
+    frames (read by no prompt position) hold the real conversation frames before the slice instead,
+    so every position of the window reads exactly what it reads in the whole row: the prompt's
+    inputs, then the conversation's. They are prompt frames of the window, never scored. In later
+    windows the prompt is context only (it is scored, if at all, in the first window).
+    """
+    total = codes.shape[1]
+    if total <= frames:
+        window = np.full((codes.shape[0], frames), -1, dtype=np.int64)
+        window[:, :total] = codes
+        loss_frames = np.zeros(frames, dtype=bool)
+        loss_frames[:total] = True
+        if mask_prompt:
+            loss_frames[prompt_start:prompt_end] = False
+        return [Window(window, loss_frames, prompt_end)]
+
+    conversation_frames = frames - prompt_end  # W
+    if conversation_frames < 2:  # one frame could not overlap its neighbours (see the stride above)
+        raise TrainingDataError(
+            f"a prompt of {prompt_end} frames leaves {max(conversation_frames, 0)} conversation frame(s) in a "
+            f"training window of {frames} frames (train.max_frames, capped at the LM context); at least 2 are "
+            f"needed: raise train.max_frames")
+    stride = conversation_frames - conversation_frames // 2
+    last_start = total - conversation_frames
+    result = [windows(codes[:, :frames], prompt_start, prompt_end, frames, mask_prompt)[0]]
+    start, scored_until = prompt_end, frames
+    while scored_until < total:
+        start = min(start + stride, last_start)
+        window = np.concatenate([codes[:, :prompt_end], codes[:, start:start + conversation_frames]], axis=1)
+        for stream, delay in enumerate(DELAYS):
+            read_from = max(0, prompt_end - 1 - delay)
+            window[stream, read_from:prompt_end] = codes[stream, start - (prompt_end - read_from):start]
+        loss_frames = np.zeros(frames, dtype=bool)
+        loss_frames[prompt_end + scored_until - max(DELAYS) - start:] = True
+        result.append(Window(window.astype(np.int64), loss_frames, start))
+        scored_until = start + conversation_frames
+    return result
+
+
 @dataclasses.dataclass
 class Batch:
-    """A micro-batch cropped or padded to a fixed number of frames."""
+    """A micro-batch of training windows of a fixed number of frames."""
 
-    codes: torch.Tensor  # [B, 17, T] long, -1 = padding / no token
-    loss_frames: torch.Tensor  # [B, T] bool: frames that may carry loss (not padding, not masked prompt)
+    codes: torch.Tensor  # [N, 17, T] long, -1 = padding / no token; N >= the rows' count (long rows: several windows)
+    loss_frames: torch.Tensor  # [N, T] bool: frames that may carry loss (not padding, not masked prompt)
     real_frames: int  # frames of actual conversation in the batch (for throughput)
 
 
 def collate(rows: dict[str, np.ndarray], max_frames: int, mask_prompt: bool) -> Batch:
-    """Numpy batch from Ray Data -> Batch. Conversations longer than `max_frames` keep their first
-    frames: the prompt phase comes first, and the conversation after it needs it as context."""
-    size = len(rows["codes"])
-    codes = torch.full((size, NUM_STREAMS, max_frames), -1, dtype=torch.long)
-    loss_frames = torch.zeros(size, max_frames, dtype=torch.bool)
-    real = 0
-    for i in range(size):
+    """Numpy batch from Ray Data -> Batch of every window (see `windows`) of every row, `max_frames`
+    long (pass `window_frames(...)`: it caps them at the LM context)."""
+    cut: list[Window] = []
+    for i in range(len(rows["codes"])):
         row_codes = np.asarray(rows["codes"][i])
         check_codes("batch", str(rows["id"][i]), row_codes)
-        frames = min(row_codes.shape[1], int(rows["num_frames"][i]), max_frames)
-        codes[i, :, :frames] = torch.from_numpy(row_codes[:, :frames].astype(np.int64))
-        loss_frames[i, :frames] = True
-        if mask_prompt:
-            loss_frames[i, int(rows["prompt_start"][i]):int(rows["prompt_end"][i])] = False
-        real += frames
-    return Batch(codes=codes, loss_frames=loss_frames, real_frames=real)
+        frames = min(row_codes.shape[1], int(rows["num_frames"][i]))
+        try:
+            cut += windows(row_codes[:, :frames].astype(np.int64), int(rows["prompt_start"][i]),
+                           int(rows["prompt_end"][i]), max_frames, mask_prompt)
+        except TrainingDataError as exc:
+            raise TrainingDataError(f"conversation {str(rows['id'][i])!r}: {exc}") from None
+    codes = torch.from_numpy(np.stack([w.codes for w in cut]))
+    return Batch(codes=codes, loss_frames=torch.from_numpy(np.stack([w.loss_frames for w in cut])),
+                 real_frames=int((codes >= 0).any(dim=1).sum()))

@@ -44,7 +44,8 @@ def evaluate_checkpoint(config: PlexrayConfig, checkpoint_dir: Path | None, data
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     setup = LossSetup(weights_from_config(train.loss), list(base.delays), base.dep_q)
     rows = chosen.count()
-    batches = (data.collate(rows_, train.max_frames, train.loss.mask_prompt)
+    frames = data.window_frames(train.max_frames, base)  # the training loop's windows
+    batches = (data.collate(rows_, frames, train.loss.mask_prompt)
                for rows_ in chosen.iter_batches(batch_size=train.batch_size, batch_format="numpy"))
     progress = tqdm(batches, total=-(-rows // train.batch_size), desc="evaluate", unit="batch")
     metrics = evaluate(model.to(device), progress, setup, device).metrics()
