@@ -11,7 +11,7 @@ from plexray.model import load_model
 from plexray.model.config import ModelConfig
 from plexray.train import lora
 from plexray.train.config import LoraConfig
-from plexray.train.data import collate, open_splits, split_key, validation_cutoff
+from plexray.train.data import collate, open_splits, split_key, validation_cutoff, windows
 from plexray.train.errors import TrainingDataError
 from plexray.train.merge import max_output_difference, merge_checkpoint
 from shards import conversation_row, write_shards
@@ -81,14 +81,15 @@ def test_validation_split_has_the_exact_size_and_ignores_order():
     assert sorted(i for i in ids if split_key(i) <= validation_cutoff(ids, 0.2)) != ids[:4]
 
 
-def test_collate_crops_pads_and_masks_the_prompt(demo_bundle):
+def test_collate_pads_windows_and_masks_the_prompt(demo_bundle):
     rows = [conversation_row(demo_bundle, i, frames=frames) for i, frames in enumerate((5, 40))]
     columns = {name: [row[name] for row in rows] for name in rows[0]}
     prompt_end = rows[0]["prompt_end"]
     batch = collate(columns, max_frames=prompt_end + 10, mask_prompt=True)
-    assert batch.codes.shape == (2, 17, prompt_end + 10)
+    long_windows = windows(rows[1]["codes"], 0, prompt_end, prompt_end + 10, mask_prompt=True)
+    assert batch.codes.shape == (1 + len(long_windows), 17, prompt_end + 10)  # the long one: windows
     assert torch.all(batch.codes[0, :, prompt_end + 5:] == -1)  # the short one is padded
-    assert torch.all(batch.codes[1] >= 0)  # the long one is cropped, keeping its start
+    assert torch.all(batch.codes[1:] >= 0)
     assert torch.equal(batch.codes[1], torch.from_numpy(rows[1]["codes"][:, :prompt_end + 10]).long())
     assert not batch.loss_frames[:, :prompt_end].any() and batch.loss_frames[1, prompt_end:].all()
-    assert batch.real_frames == (prompt_end + 5) + (prompt_end + 10)
+    assert batch.real_frames == (prompt_end + 5) + (prompt_end + 10) * len(long_windows)
