@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from plexray.model.compile import set_torch_compile
 from plexray.model.prompt import FRAME_SAMPLES
 from plexray.serve.engine import Engine, EngineConfig, SessionSettings
 
@@ -147,8 +148,8 @@ def main() -> int:
         parser.error("--full needs a GPU (--device cuda)")
 
     bundle = full_bundle(args.device) if args.full else demo_bundle()
-    config = {"cuda_graphs": args.cuda_graphs, "torch_compile": args.torch_compile,
-              "prefill_frames_per_tick": args.prefill_frames_per_tick}
+    set_torch_compile(args.torch_compile)  # model.compile's switch, applied after loading (which sets it off)
+    config = {"cuda_graphs": args.cuda_graphs, "prefill_frames_per_tick": args.prefill_frames_per_tick}
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.full:  # one 7B copy at a time
         results = {}

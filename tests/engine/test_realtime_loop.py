@@ -11,7 +11,7 @@ from plexray.serve.engine import SessionSettings
 
 
 def test_run_serves_async_sessions_and_stops_cleanly(make_engine):
-    engine = make_engine(max_sessions=2, cuda_graphs=True, torch_compile=True)  # GPU-only switches: off on CPU
+    engine = make_engine(max_sessions=2, cuda_graphs=True)  # a GPU-only switch: off on CPU
 
     async def conversation():
         runner = asyncio.create_task(engine.run())

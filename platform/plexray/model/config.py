@@ -23,7 +23,10 @@ class ModelConfig(StrictModel):
     dtype: tp.Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = pydantic.Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     cache_dir: str | None = pydantic.Field(None, description="Hugging Face cache dir (default: HF_HOME)")
-    compile: bool = pydantic.Field(False, description="torch.compile moshi's kernels (GPU only)")
+    compile: bool = pydantic.Field(
+        False, description="torch.compile moshi's kernels (rope, gating, norms) in every process that loads this model "
+                           "(training, data encoding, serving): the one compile switch. Works on CPU too, where each "
+                           "new shape costs seconds of compilation")
     lm_config: dict | None = pydantic.Field(
         None, description="LM architecture (moshi LMModel arguments) for a checkpoint whose config.json carries "
                           "none; default: the family's released architecture (nvidia/personaplex-7b-v1's config.json "

@@ -45,10 +45,20 @@ class EngineConfig(StrictModel):
     repetition_context_max: int = pydantic.Field(
         200, ge=1, le=LM_CONTEXT_FRAMES, description="largest repetition_penalty_context a session may ask for "
                                                      "(NVIDIA's client offers up to 200)")
-    cuda_graphs: bool = pydantic.Field(False, description="capture the per-tick LM step as CUDA graphs (GPU only; "
-                                                          "ignored on CPU)")
-    torch_compile: bool = pydantic.Field(False, description="torch.compile moshi's kernels (GPU only; ignored on CPU)")
+    cuda_graphs: bool = pydantic.Field(False, description="capture the per-tick LM step as CUDA graphs (GPU only: "
+                                                          "CUDA graphs are a CUDA feature, ignored on CPU); "
+                                                          "torch.compile is model.compile")
     tick_history: int = pydantic.Field(1000, ge=10, description="ticks kept for the p50/p99 metrics")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _refuse_removed_torch_compile(cls, raw: object) -> object:
+        # The engine had its own compile switch, which flipped the same process-wide flag as
+        # model.compile: two knobs for one setting, the last one applied winning.
+        if isinstance(raw, dict) and "torch_compile" in raw:
+            raise ValueError("torch_compile was removed: set model.compile instead (one switch for every process "
+                             "that loads the model)")
+        return raw
 
 
 class SessionSettings(StrictModel):

@@ -37,7 +37,7 @@ import torch
 
 from plexray.errors import PlexrayError
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS, TEXT_END_OF_PADDING_ID, TEXT_PADDING_ID
-from plexray.model.loader import ModelBundle, set_torch_compile
+from plexray.model.loader import ModelBundle
 from plexray.model.prompt import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 from plexray.serve.engine.batched_lm import BatchedLM, Forced, TextBiases
 from plexray.serve.engine.codec import BatchedMimi
@@ -73,10 +73,8 @@ class Engine:
                                "or load a second copy of the model")
         self.bundle = bundle
         self.config = config = config or EngineConfig()
-        on_gpu = bundle.lm.device.type == "cuda"
-        if config.torch_compile and on_gpu:
-            set_torch_compile(True)
-        self._cuda_graphs = config.cuda_graphs and on_gpu
+        # torch.compile is not the engine's to choose: loading the model applied model.compile.
+        self._cuda_graphs = config.cuda_graphs and bundle.lm.device.type == "cuda"
         self._planner = PromptPlanner(bundle, config.max_prompt_frames)  # before Mimi starts streaming
         batch = config.max_sessions
         self._lm = BatchedLM(bundle.lm, batch, cuda_graphs=self._cuda_graphs,
