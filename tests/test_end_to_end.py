@@ -22,10 +22,20 @@ SHORTENED = [
 ]
 
 
-def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path):
+def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path, capfd):
     config = load_config(PlexrayConfig, REPO_ROOT / "configs" / "demo.yaml",
                          [f"model.checkpoint={demo_checkpoint}", *SHORTENED])
     summary = run_demo(config, tmp_path / "demo")
+    printed = capfd.readouterr()
+    # The platform's own progress, one line per step, with Ray's internal log lines in files instead.
+    assert [line.split("]")[0] for line in printed.out.splitlines() if line.startswith("[")] == \
+        [f"[{step}/7" for step in range(1, 8)]
+    assert printed.out.count("done in") == 3  # dataset, training, conversation: counts and timings
+    for ray_internal in ("Running Dataset", "Execution plan", "'training_iteration'", "Deployed app"):
+        assert ray_internal not in printed.out
+    assert "Execution plan of Dataset" not in printed.err  # Ray Data's progress bars stay on stderr, its log lines go
+    assert (tmp_path / "demo" / "logs" / "ray-driver.log").stat().st_size > 0
+    assert summary["logs"] == str(tmp_path / "demo" / "logs")
     assert summary == json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["dataset"]["written"] >= 4
     assert summary["training"]["steps"] == 4 and summary["training"]["num_workers"] == 2

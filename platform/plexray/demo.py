@@ -10,6 +10,10 @@ One command walks the whole product on a laptop-sized machine:
 Each step reuses what an earlier run already built in the work directory (the dataset resumes by
 conversation id, a finished training run and a merged checkpoint are kept), and the command ends
 with a summary JSON: where every artifact is, loss before and after, serving latency, dashboard.
+
+The console shows the platform's own progress (one line per step, with counts and timings) and Ray
+Data's progress bars; Ray's internal log lines (operator plans, Train reports, Serve deployment
+messages, the workers' output) go to <workdir>/logs/ instead. Errors reach the console in full.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ import sphn
 from plexray.settings import add_config_arguments, load_platform_config
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.serve", "ray.tune")  # ray.data and ray.serve do not propagate
 # The user's side of the scripted conversation, one line per turn, spoken by espeak-ng.
 USER_LINES = [
     "Hi there! Could I get a large oat milk latte, please?",
@@ -63,9 +69,13 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
 
     step("Ray cluster")
     if not ray.is_initialized():
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=4)
+        # log_to_driver=False: the workers' output stays in Ray's session logs (linked under logs/).
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=4,
+                           log_to_driver=False)
         summary["dashboard"] = f"http://{context.dashboard_url}" if context.dashboard_url else None
+    summary["logs"] = str(_send_ray_logs_to(workdir / "logs"))
     print(f"      dashboard: {summary.get('dashboard') or 'not started (using an existing cluster)'}")
+    print(f"      Ray's logs: {summary['logs']}")
 
     step("demo checkpoint")
     if config.model.checkpoint == "demo":
@@ -82,6 +92,7 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     manifest = generate(config)
     summary["dataset"] = {"dir": config.data.output_dir, "written": manifest.get("written"),
                           "rejected": manifest.get("rejected"), "hours": manifest.get("hours_of_audio")}
+    step.finished(f"{manifest.get('written')} conversations written, {manifest.get('rejected')} rejected")
 
     step("LoRA fine-tuning (Ray Train)")
     from plexray.train.run import SUMMARY_FILE, run_training
@@ -95,6 +106,7 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     summary["training"] = {k: training.get(k) for k in
                            ("run_dir", "steps", "num_workers", "trainable_parameters", "loss_curve",
                             "frames_per_s_per_worker", "wall_seconds")} | {"adapter": str(adapter)}
+    step.finished(f"{training.get('steps')} steps on {training.get('num_workers')} workers; adapter {adapter}")
 
     step("evaluate and merge")
     from plexray.train.evaluate import evaluate_checkpoint
@@ -118,6 +130,8 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     step("scripted conversation over the WebSocket protocol")
     conversation = asyncio.run(_converse(f"ws://{base_url}/api/chat", workdir))
     summary["conversation"] = conversation
+    step.finished(f"{conversation['reply_seconds']} s of reply audio, first audio after "
+                  f"{conversation['first_audio_s']} s")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if keep_serving:
@@ -135,12 +149,44 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
 
 
 class _Steps:
+    """The demo's progress: `[3/7] title (t=12 s)` when a step starts, `done in 40 s: counts` when it ends."""
+
     def __init__(self, total: int):
         self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.step_started = self.started
 
     def __call__(self, title: str) -> None:
         self.done += 1
-        print(f"[{self.done}/{self.total}] {title} (t={time.perf_counter() - self.started:.0f} s)", flush=True)
+        self.step_started = time.perf_counter()
+        print(f"[{self.done}/{self.total}] {title} (t={self.step_started - self.started:.0f} s)", flush=True)
+
+    def finished(self, counts: str) -> None:
+        print(f"      done in {time.perf_counter() - self.step_started:.0f} s: {counts}", flush=True)
+
+
+def _send_ray_logs_to(log_dir: Path) -> Path:
+    """Ray's log lines in this process go to <log_dir>/ray-driver.log (errors still to the console);
+    <log_dir>/ray-session links to Ray's session logs, where the workers' output is. Returns log_dir."""
+    import ray
+    import ray.data, ray.serve, ray.train  # noqa: F401  (they set up their loggers on import: before we change them)
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log_dir / "ray-driver.log")
+    to_file.set_name("plexray-demo-ray-log")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if handler.get_name() == to_file.get_name():  # an earlier run's, in the same process
+                logger.removeHandler(handler)
+            elif isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+        logger.addHandler(to_file)
+    session_logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    link = log_dir / "ray-session"
+    link.unlink(missing_ok=True)
+    link.symlink_to(session_logs, target_is_directory=True)
+    return log_dir
 
 
 def _deploy(config, merged: Path) -> str:
