@@ -1,14 +1,18 @@
 """The admission ledger as a dependency that may restart or lag: bounded waits, clear answers, fair books.
 
-Each test drives the ledger (or the status app) directly; a ledger that never answers stands in for
-one that is restarting, which is what a Serve handle call to it does meanwhile.
+Most tests drive the ledger (or the status app) directly; a ledger that never answers stands in for
+one that is restarting, which is what a Serve handle call to it does meanwhile. The last one pauses
+the real ledger replica's process under Serve (SIGSTOP) and lets it go again (SIGCONT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import httpx
+import numpy as np
 import pytest
 
 from plexray.serve.app import admission
@@ -17,6 +21,7 @@ from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.ingress import status_app
 from plexray.serve.app.security import Caller
 from plexray.serve.config import ServeConfig
+from serve_helpers import API_KEY, run
 
 GUARD_S = 60  # failure guard: without the bound these calls never return (not a timing assertion)
 
@@ -94,3 +99,43 @@ def test_status_answers_degraded_while_the_ledger_restarts(monkeypatch):
     status, ready = asyncio.run(scenario())
     assert status.status_code == 200 and status.json()["available"] is False and "ledger" in status.json()["degraded"]
     assert ready.status_code == 503 and ready.json()["ready"] is False
+
+
+def _ledger_process() -> int:
+    """The PID of the SessionLedger replica's actor process (from Ray's actor table)."""
+    import ray._private.state
+
+    ledgers = [actor["Pid"] for actor in ray._private.state.actors().values()
+               if actor["ActorClassName"].endswith("SessionLedger") and actor["State"] == "ALIVE"]
+    assert len(ledgers) == 1, f"expected one live ledger replica, found {len(ledgers)}"
+    return ledgers[0]
+
+
+def test_callers_and_status_are_answered_while_the_ledger_replica_is_paused(serve_fleet):
+    from plexray.model.prompt import FRAME_SAMPLES
+    from plexray.serve.app.clients import ChatClient, Refused, events_until
+
+    async def call() -> Refused:
+        with pytest.raises(Refused) as refused:
+            async with ChatClient.connect(serve_fleet["ws"] + "/api/chat", api_key=API_KEY) as chat:
+                await asyncio.wait_for(chat.handshake(), GUARD_S)
+        return refused.value
+
+    async def converse() -> list:
+        async with ChatClient.connect(serve_fleet["ws"] + "/api/chat", api_key=API_KEY) as chat:
+            await asyncio.wait_for(chat.handshake(), GUARD_S)
+            await chat.send_pcm(np.zeros(4 * FRAME_SAMPLES, np.float32))
+            return await asyncio.wait_for(events_until(chat, lambda kind, _: kind == "audio"), GUARD_S)
+
+    ledger = _ledger_process()
+    os.kill(ledger, signal.SIGSTOP)  # the ledger stops answering, as while Serve restarts it
+    try:
+        refused = run(call())
+        status = httpx.get(serve_fleet["http"] + "/voice/status", timeout=GUARD_S).json()
+    finally:
+        os.kill(ledger, signal.SIGCONT)
+    assert refused.code == CloseCode.TRY_AGAIN_LATER and refused.reason.startswith("ledger_unavailable")
+    assert status["available"] is False and "ledger" in status["degraded"]
+
+    events = run(converse())  # the ledger is back: a normal conversation works
+    assert events[-1][0] == "audio"

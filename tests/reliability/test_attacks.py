@@ -1,0 +1,38 @@
+"""The attack suite, small (CI): every category of malformed input against a live fleet while a good
+session talks, then a burst of extra callers on the full fleet. Outcomes and counts only: the times
+it measures are printed (pytest -s), not asserted; bench/attack.py is the full run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import attacks
+from serve_helpers import API_KEY, SESSIONS_PER_REPLICA
+
+GUARD_S = 600  # failure guard for the whole run (never a timing assertion)
+BURST_CALLERS = 12
+
+
+def test_malformed_input_is_answered_and_breaks_nothing(attack_fleet):
+    logs = attacks.LogWatch(attacks.serve_log_dir())
+    replicas_before = attacks.session_replica_actors()
+    logs.start()
+
+    figures = asyncio.run(asyncio.wait_for(attacks.attack(
+        attack_fleet, API_KEY, scale=1, burst_callers=BURST_CALLERS, capacity=SESSIONS_PER_REPLICA,
+        max_message_bytes=attacks.MAX_MESSAGE_BYTES, per_category=5), GUARD_S))
+    figures["logs"] = logs.figures()
+    figures["replica_restarts"] = len(replicas_before - attacks.session_replica_actors())
+    print(json.dumps(figures, indent=1))
+
+    assert replicas_before and figures["replica_restarts"] == 0
+    assert figures["silent"] == 0, "some bad inputs got no answer"
+    for category, counts in figures["categories"].items():
+        assert "accepted" not in counts["outcomes"], f"{category}: a bad request opened a conversation"
+    assert figures["logs"]["replica_log_files"], "no replica log was read"
+    assert figures["logs"]["tracebacks"]["count"] == 0 and figures["logs"]["engines_stopped"] == 0
+    good = figures["good_session"]
+    assert good["ended_early"] is None and good["agent_frames"] > 0
+    assert figures["burst"]["busy"] == BURST_CALLERS
