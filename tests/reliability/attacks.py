@@ -226,11 +226,12 @@ def bad_requests(rng: random.Random, scale: int) -> list[BadRequest]:
     voices = ["voice_prompt=NOPE.pt", "voice_prompt=../../../../etc/passwd", "voice_prompt=%00",
               "voice_prompt=" + "V" * 3000, "voice_prompt=NATF0.wav.pt.exe"]
     requests += [handshake("handshake_voice", query) for query in voices]
-    requests += [handshake("handshake_voice", query.replace("voice_prompt", "voice"), "/ws/voice/assistant")
-                 for query in voices[:2 * scale]]
+    requests += [handshake("handshake_voice", query, "/ws/voice/assistant") for query in voices[:2 * scale]]
     requests += [handshake("handshake_context", "context=" + "word " * (length // 5))
                  for length in (10_000, 40_000, 200_000)[:1 + scale]]
-    requests += [handshake("handshake_context", "text_prompt=" + "p" * 50_000)]
+    # A 50 KB query string: the full run only, where it goes unanswered (the proxy never passes it on; see
+    # docs/operations.md, "The attack suite").
+    requests += [handshake("handshake_context", "text_prompt=" + "p" * 50_000)][:scale - 1]
     requests += [handshake("handshake_route", "", route) for route in (
         "/ws/voice/nobody", "/ws/voice/" + "x" * 3000, "/ws/voice/%00", "/ws/nothing", "/api/chat/extra")]
     requests += [handshake("handshake_auth", "", authorised=False),
@@ -248,11 +249,12 @@ class Tally:
     def __init__(self) -> None:
         self.outcomes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.unanswered: list[str] = []  # the inputs that got no answer, shortly described
+        self.accepted: list[str] = []  # the bad requests that opened a conversation all the same
 
     def add(self, category: str, outcome: str, what: object = None) -> None:
         self.outcomes[category][outcome] += 1
-        if outcome == "silent":
-            self.unanswered.append(f"{category}: {what!r:.80}")
+        if outcome in ("silent", "accepted"):
+            (self.unanswered if outcome == "silent" else self.accepted).append(f"{category}: {what!r:.80}")
 
     def figures(self) -> dict:
         return {category: {"inputs": sum(counts.values()), "outcomes": dict(sorted(counts.items()))}
@@ -366,7 +368,7 @@ async def send_requests(urls: dict, requests: list[BadRequest], api_key: str, ta
                     first = await asyncio.wait_for(ws.recv(), CONNECT_S)
                     # A refused session answers with an error, then closes; an accepted one did not refuse the input.
                     if _is_ready("chat" if request.path.startswith("/api/chat") else "voice", first):
-                        tally.add(request.category, "accepted")
+                        tally.add(request.category, "accepted", request.path)
                         continue
                     try:
                         await asyncio.wait_for(ws.recv(), ANSWER_S)
@@ -605,5 +607,5 @@ async def attack(urls: dict, api_key: str, scale: int, burst_callers: int, capac
     finally:
         good_figures = await good.stop()
     return {"categories": tally.figures(), "inputs": tally.total(), "silent": tally.total("silent"),
-            "unanswered": tally.unanswered,
+            "unanswered": tally.unanswered, "accepted": tally.accepted,
             "attack_s": round(time.monotonic() - started, 1), "good_session": good_figures, "burst": burst}
