@@ -108,7 +108,7 @@ def ogg_streams(rng: random.Random, count: int) -> list[bytes]:
     pages = _ogg_pages(sphn.OpusStreamWriter(SAMPLE_RATE).append_pcm(_tone(1.0)))
     head, tags, audio = pages[0], pages[1], pages[2:]
     fixed = [
-        head[:OPUS_HEAD_AT + 19],  # OpusHead cut short
+        head[:OPUS_HEAD_AT + 10],  # OpusHead page cut short (its 19 bytes announced, 10 sent)
         head + tags + audio[0][:30],  # an audio page cut short
         head + tags + audio[0][:-1] + bytes([audio[0][-1] ^ 0xFF]),  # checksum wrong
         _with_byte(head, 4, 1) + tags,  # Ogg version 1
