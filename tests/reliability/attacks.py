@@ -219,7 +219,7 @@ def bad_requests(rng: random.Random, scale: int) -> list[BadRequest]:
 
     sampling = ["text_temperature=1e308", "audio_temperature=1e308", "repetition_penalty=1e308",
                 "text_topk=99999999999999999999999", "audio_topk=-5", "text_temperature=nan", "audio_temperature=inf",
-                "text_temperature=-1", "pad_mult=abc", "text_seed=-1", "audio_seed=1e400",
+                "text_temperature=-1", "pad_mult=abc", "text_seed=-2", "audio_seed=1e400",
                 "repetition_penalty_context=-3", "text_topk=" + "9" * 5000, "text_temperature=0x10"]
     requests += [handshake("handshake_sampling", query) for query in sampling]
     requests += [handshake("handshake_sampling", query, "/ws/voice/assistant") for query in sampling[:4 * scale]]
@@ -238,7 +238,8 @@ def bad_requests(rng: random.Random, scale: int) -> list[BadRequest]:
                  handshake("handshake_auth", "api_key=wrong-key", "/ws/voice/assistant", authorised=False)]
     for _ in range(4 * scale):
         field = rng.choice(sampling).split("=")[0]
-        requests.append(handshake("handshake_sampling", f"{field}={_random_text(rng, rng.randrange(1, 40))}"))
+        # A letter first: no number parses from it, so the value is always bad (a random one may be valid).
+        requests.append(handshake("handshake_sampling", f"{field}=x{_random_text(rng, rng.randrange(1, 40))}"))
     return requests
 
 
