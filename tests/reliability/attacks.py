@@ -8,6 +8,7 @@ Every input is sent and its answer read before the next one goes out, so each an
 input. Outcomes:
   error             the protocol's error message; the conversation goes on
   error+close CODE  the protocol's error message, then the socket closed with CODE
+  error, no close   an error announcing a close (too many errors) that did not follow
   close CODE        closed with CODE and no error message (e.g. 1009 from the WebSocket layer)
   http STATUS       answered at HTTP (a plain route, or a WebSocket handshake the proxy refused)
   silent            nothing within ANSWER_S: dropped silently (the suite's targets allow none)
@@ -301,7 +302,7 @@ async def _answer(ws, route: str) -> str:
         while True:  # the error budget is spent: the server says so, then closes
             await asyncio.wait_for(ws.recv(), ANSWER_S)
     except TimeoutError:
-        return "silent"
+        return "error, no close" if error else "silent"
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd else None
         return f"error+close {code}" if error else f"close {code}"
@@ -316,17 +317,22 @@ async def _conversation(urls: dict, route: str, api_key: str):
     return ws
 
 
-async def throw_messages(urls: dict, messages: list[BadMessage], api_key: str, tally: Tally) -> None:
-    """Each message on an open conversation of its route, its answer read before the next one goes out."""
+def _conversations_for(messages: list[BadMessage]) -> list[list[BadMessage]]:
+    """The messages grouped into conversations: same route, up to INPUTS_PER_CONNECTION, `alone` ones apart."""
     batches: list[list[BadMessage]] = []
     for message in messages:
-        fits = batches and not message.alone and not batches[-1][0].alone and batches[-1][0].route == message.route \
-            and len(batches[-1]) < INPUTS_PER_CONNECTION
-        if fits:
-            batches[-1].append(message)
+        last = batches[-1] if batches else None
+        if last and not message.alone and not last[0].alone and last[0].route == message.route \
+                and len(last) < INPUTS_PER_CONNECTION:
+            last.append(message)
         else:
             batches.append([message])
-    for batch in batches:
+    return batches
+
+
+async def throw_messages(urls: dict, messages: list[BadMessage], api_key: str, tally: Tally) -> None:
+    """Each message on an open conversation of its route, its answer read before the next one goes out."""
+    for batch in _conversations_for(messages):
         ws = await _conversation(urls, batch[0].route, api_key)
         try:
             for index, message in enumerate(batch):
