@@ -52,10 +52,10 @@ def full_mimi_checkpoint(directory: Path, seed: int = 0) -> Path:
                 codebook.cluster_usage.fill_(1.0)
                 codebook._initialized.fill_(1.0)
     safetensors.torch.save_file(mimi.state_dict(), str(directory / reference.MIMI_FILE))
-    config = json.loads((directory / "config.json").read_text())
-    config["plexray"]["mimi_config"] = architectures.full_mimi_config()
-    config["plexray"].pop("prompt_codes", None)  # derived from this Mimi at load
-    (directory / "config.json").write_text(json.dumps(config))
+    metadata = json.loads((directory / "plexray.json").read_text())
+    metadata["mimi_config"] = architectures.full_mimi_config()
+    metadata.pop("prompt_codes", None)  # derived from this Mimi at load
+    (directory / "plexray.json").write_text(json.dumps(metadata))
     return directory
 
 

@@ -23,13 +23,13 @@ NVIDIA_REPO = "nvidia/personaplex-7b-v1"
 REPLICA_CONFIG = {"model_type": "personaplex", "library_name": "moshi"}
 
 
-def _golden_config() -> dict:
-    return json.loads((GOLDEN_DIR / "config.json").read_text())
+def _golden_json(name: str) -> dict:
+    return json.loads((GOLDEN_DIR / name).read_text())
 
 
 REPLICA_ARCHITECTURE = {
-    "lm_config": {k: v for k, v in _golden_config().items() if k not in ("model_type", "plexray")},
-    "mimi_config": _golden_config()["plexray"]["mimi_config"],
+    "lm_config": {k: v for k, v in _golden_json("config.json").items() if k != "model_type"},
+    "mimi_config": _golden_json("plexray.json")["mimi_config"],
 }
 
 

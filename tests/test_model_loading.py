@@ -134,16 +134,16 @@ def test_shape_mismatch_names_tensor(demo_checkpoint, tmp_path):
 def test_wrong_family(demo_checkpoint, moshi_demo_checkpoint):
     with pytest.raises(CheckpointError, match="family 'personaplex' but 'moshi' was requested"):
         load_model(str(demo_checkpoint), family="moshi")
-    stripped = json.loads((moshi_demo_checkpoint / "config.json").read_text())
-    assert stripped["plexray"]["family"] == "moshi"
+    assert json.loads((moshi_demo_checkpoint / "plexray.json").read_text())["family"] == "moshi"
 
 
 def test_wrong_family_detected_from_tensors(moshi_demo_checkpoint, tmp_path):
     broken = copy_checkpoint(moshi_demo_checkpoint, tmp_path / "ckpt")
-    config = json.loads((broken / "config.json").read_text())
-    config["plexray"]["family"] = "personaplex"
+    config, metadata = (json.loads((broken / name).read_text()) for name in ("config.json", "plexray.json"))
+    metadata["family"] = "personaplex"
     config["dep_q"] = 16
     (broken / "config.json").write_text(json.dumps(config))
+    (broken / "plexray.json").write_text(json.dumps(metadata))
     with pytest.raises(CheckpointError, match="has 8 depformer steps \\(moshi\\), but family 'personaplex' has 16"):
         load_model(str(broken))
 
@@ -162,3 +162,27 @@ def test_tokenizer_vocab_mismatch(demo_checkpoint, tmp_path):
     (broken / reference.TOKENIZER_FILE).write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="tokenizer_spm_32k_3.model: not a sentencepiece model"):
         load_model(str(broken))
+
+
+def test_checkpoint_written_before_plexray_json_still_loads(demo_checkpoint, tmp_path):
+    """Older plexray checkpoints kept the metadata in config.json under "plexray" (a demo cached then is
+    reused as it is): without it their toy Mimi would be built at full size and fail to load."""
+    old = copy_checkpoint(demo_checkpoint, tmp_path / "ckpt")
+    config = json.loads((old / "config.json").read_text())
+    config["plexray"] = json.loads((old / "plexray.json").read_text())
+    (old / "config.json").write_text(json.dumps(config))
+    (old / "plexray.json").unlink()
+    bundle = load_model(str(old))
+    assert bundle.family == "personaplex" and bundle.prompt_codes == load_model(str(demo_checkpoint)).prompt_codes
+
+
+def test_streamed_weights_equal_the_file(demo_checkpoint):
+    import safetensors.torch
+
+    from plexray.model import layout
+
+    lm = load_model(str(demo_checkpoint), dtype=torch.bfloat16).lm
+    stored = safetensors.torch.load_file(str(demo_checkpoint / reference.LM_FILE))
+    loaded = layout.to_release_layout(lm.state_dict())
+    assert loaded.keys() == stored.keys()
+    assert all(torch.equal(loaded[name], stored[name].to(torch.bfloat16)) for name in stored)

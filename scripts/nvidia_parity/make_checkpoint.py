@@ -53,11 +53,10 @@ def main() -> None:
 
     voice = synthesize(VOICE_SAMPLE_TEXT, DEMO_VOICES[VOICE])
     sphn.write_wav(str(directory / layout.VOICES_DIR / f"{VOICE}.wav"), voice, SAMPLE_RATE)
-    config = dict(lm_kwargs, model_type="moshi", plexray={
-        "family": "personaplex", "lora": False, "mimi_config": architectures.demo_mimi_config(),
-        "prompt_codes": PromptCodes.real_mimi().to_json(),
-    })
-    (directory / layout.CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    metadata = {"family": "personaplex", "lora": False, "mimi_config": architectures.demo_mimi_config(),
+                "prompt_codes": PromptCodes.real_mimi().to_json()}
+    (directory / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    (directory / layout.CONFIG_FILE).write_text(json.dumps(dict(lm_kwargs, model_type="moshi"), indent=2))
     print(f"wrote {directory}")
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from plexray.model import load_model
 from plexray.model.architectures import DELAYS
 from plexray.train.loss import PRESETS, LossWeights, compute_loss, token_weights
 from plexray.train.config import LossConfig
@@ -44,7 +45,7 @@ def _expected_loss(lm, codes: torch.Tensor, loss_frames: torch.Tensor, w: LossWe
                 target = int(codes[b, 1 + k, t])
                 if target < 0 or t >= frames - DELAYS[1 + k]:
                     continue
-                weight = w.semantic if k % 8 == 0 else w.acoustic
+                weight = {0: w.semantic, 8: w.user_semantic}.get(k, w.acoustic)
                 if k >= 8:
                     weight *= w.user_audio
                 nll = -torch.log_softmax(out.logits[b, k, t].double(), -1)[target].item()
@@ -107,4 +108,34 @@ def test_masked_prompt_frames_get_zero_gradient(demo_bundle):
 
 def test_config_overrides_a_preset():
     weights = weights_from_config(LossConfig(preset="moshi-finetune", acoustic_weight=0.5))
-    assert weights == LossWeights(text=1.0, text_padding=0.5, semantic=100.0, acoustic=0.5, user_audio=1.0)
+    assert weights == LossWeights(text=1.0, text_padding=0.5, semantic=100.0, acoustic=0.5, user_semantic=1.0,
+                                  user_audio=1.0)
+
+
+@pytest.mark.parametrize("family", ["personaplex", "moshi"])
+def test_moshi_finetune_preset_is_moshi_finetunes_rule(demo_bundle, moshi_demo_checkpoint, family):
+    """moshi-finetune's compute_loss_with_mask, written out as it weighs: every valid target 1, the text
+    padding ids 0.5, the first predicted codebook (and only it) x100, each part a weighted mean."""
+    lm = demo_bundle.lm if family == "personaplex" else load_model(str(moshi_demo_checkpoint)).lm
+    codes = _codes(2, 12, seed=4)
+    loss_frames = torch.ones(2, 12, dtype=torch.bool)
+    loss_frames[:, :3] = False
+    with torch.no_grad():
+        out = lm(codes)
+        text_target, audio_target = codes[:, 0], codes[:, 1:1 + lm.dep_q]
+        text_mask = out.text_mask[:, 0] & loss_frames & (text_target >= 0)
+        text_weight = text_mask.float()
+        text_weight[(text_target == 3) | (text_target == 0)] *= 0.5
+        audio_mask = out.mask & loss_frames[:, None] & (audio_target >= 0)
+        audio_weight = audio_mask.float()
+        audio_weight[:, 0] *= 100.0
+
+        def weighted_mean(logits, target, mask, weight):
+            nll = torch.nn.functional.cross_entropy(logits[mask].double(), target[mask], reduction="none")
+            return (nll * weight[mask]).sum() / weight[mask].sum()
+
+        expected = (weighted_mean(out.text_logits[:, 0], text_target, text_mask, text_weight)
+                    + weighted_mean(out.logits, audio_target, audio_mask, audio_weight))
+        text_w, audio_w = token_weights(codes, loss_frames, PRESETS["moshi-finetune"], lm.delays, lm.dep_q)
+        result = compute_loss(out, codes, text_w, audio_w)
+    assert result.total.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -29,8 +29,9 @@ def test_merged_checkpoint_loads_and_equals_the_adapter(demo_checkpoint, tmp_pat
 
     merged_dir = merge_checkpoint(ModelConfig(checkpoint=str(demo_checkpoint)), tmp_path / "adapter",
                                   tmp_path / "merged")
-    config = json.loads((merged_dir / "config.json").read_text())
-    assert config["plexray"]["lora"] is False and config["plexray"]["family"] == "personaplex"
+    metadata = json.loads((merged_dir / "plexray.json").read_text())
+    assert metadata["lora"] is False and metadata["family"] == "personaplex"
+    assert "plexray" not in json.loads((merged_dir / "config.json").read_text())  # moshi's loaders read it
     merged = load_model(str(merged_dir))  # the serving loader, which refuses configs that declare LoRA
     assert sorted(merged.voices) == sorted(load_model(str(demo_checkpoint)).voices)
 

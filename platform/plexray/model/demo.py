@@ -108,10 +108,12 @@ def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEE
     safetensors.torch.save_file(release_state, str(directory / layout.LM_FILE))
 
     _write_voices(directory / layout.VOICES_FILE, lm, mimi, prompt_codes)
-    config = dict(lm_kwargs, model_type="moshi", plexray={
-        "family": family, "demo": True, "lora": False,
-        "mimi_config": architectures.demo_mimi_config(), "prompt_codes": prompt_codes.to_json(),
-    })
+    metadata = {"family": family, "demo": True, "lora": False,
+                "mimi_config": architectures.demo_mimi_config(), "prompt_codes": prompt_codes.to_json()}
+    (directory / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    # config.json as moshi's loaders read it (LMModel arguments and model_type only), written last:
+    # its presence marks a complete checkpoint.
+    config = dict(lm_kwargs, model_type="moshi")
     (directory / layout.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     (directory / "README.md").write_text(README.format(family=family))
     return directory

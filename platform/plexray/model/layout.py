@@ -17,6 +17,9 @@ LM_FILE = "model.safetensors"
 MIMI_FILE = "tokenizer-e351c8d8-checkpoint125.safetensors"
 TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
 CONFIG_FILE = "config.json"
+# plexray's own metadata (family, Mimi config, prompt codes, provenance), beside config.json: moshi's
+# loaders pass every key of config.json to LMModel, so an extra key there breaks them.
+METADATA_FILE = "plexray.json"
 VOICES_FILE = "voices.tgz"
 VOICES_DIR = "voices"
 

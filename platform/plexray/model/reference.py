@@ -13,7 +13,8 @@ from pathlib import Path
 from plexray.errors import CheckpointError
 from plexray.model.archives import extract_once
 from plexray.model.demo import ensure_demo_checkpoint
-from plexray.model.layout import CONFIG_FILE, LM_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_DIR, VOICES_FILE
+from plexray.model.layout import (CONFIG_FILE, LM_FILE, METADATA_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_DIR,
+                                  VOICES_FILE)
 
 DEMO_REF = "demo"
 WEB_CLIENT_FILE = "dist.tgz"  # NVIDIA's web client, built by Vite: dist/index.html and dist/assets/
@@ -32,6 +33,7 @@ class CheckpointFiles:
     voices: Path | None  # voices.tgz or a voices/ directory
     hub_repo: str | None = None
     web_client: Path | None = None  # dist.tgz, the built web client NVIDIA's server serves at /
+    metadata: Path | None = None  # plexray.json, which only checkpoints written by plexray have
 
 
 def default_demo_dir() -> Path:
@@ -77,6 +79,7 @@ def _resolve_local(ref: str) -> CheckpointFiles:
         config=root / CONFIG_FILE if (root / CONFIG_FILE).is_file() else None,
         voices=voices if voices.exists() else None,
         web_client=_local_web_client(root),
+        metadata=root / METADATA_FILE if (root / METADATA_FILE).is_file() else None,
     )
 
 
@@ -97,6 +100,7 @@ def _resolve_hub(ref: str, cache_dir: str | None) -> CheckpointFiles:
         source=ref, lm=lm, mimi=mimi, tokenizer=tokenizer,
         config=fetch(CONFIG_FILE, required=False), voices=fetch(VOICES_FILE, required=False),
         hub_repo=repo, web_client=fetch(WEB_CLIENT_FILE, required=False),
+        metadata=fetch(METADATA_FILE, required=False),
     )
 
 

@@ -1,6 +1,9 @@
 """Training checkpoints: the adapter in peft's format (or the full LM in release layout), plus the
 optimizer, scheduler and step state to resume from.
 
+Only what is written is gathered, onto rank 0 alone, one parameter at a time: for LoRA the adapter
+and its optimizer state (the frozen base never moves); for full fine-tuning the whole LM.
+
     <checkpoint>/adapter_config.json, adapter_model.safetensors   (LoRA; peft.PeftModel.from_pretrained loads them)
     <checkpoint>/model.safetensors                                 (full fine-tuning instead, release key layout)
     <checkpoint>/optimizer.pt                                      optimizer + scheduler state
@@ -10,6 +13,7 @@ optimizer, scheduler and step state to resume from.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -17,19 +21,35 @@ import torch
 
 from plexray.model import layout, reference
 from plexray.model.loader import read_safetensors
-from plexray.train import lora
+from plexray.train import distributed, lora
 from plexray.train.errors import AdapterMismatchError
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 
 
-def write_weights(directory: Path, model: torch.nn.Module, full_state: dict[str, torch.Tensor], is_lora: bool) -> None:
-    """`model` is the unwrapped (peft or plain) LM; `full_state` its unsharded state dict."""
+def save_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, trainer_state: dict,
+                    is_lora: bool) -> tempfile.TemporaryDirectory | None:
+    """Gather what the checkpoint holds (collectives: every rank calls this) and write it on rank 0,
+    into a new temporary directory (the caller removes it once reported); None on other ranks."""
+    weights = distributed.parameters_on_rank0(model, trainable_only=is_lora)
+    optimizer_state = distributed.optimizer_state_on_rank0(model, optimizer)
+    if distributed.rank() != 0:
+        return None
+    staging = tempfile.TemporaryDirectory(prefix="plexray-ckpt-")
+    directory = Path(staging.name)
+    write_weights(directory, distributed.unwrap(model), weights, is_lora)
+    write_training_state(directory, optimizer_state, scheduler.state_dict(), trainer_state)
+    return staging
+
+
+def write_weights(directory: Path, model: torch.nn.Module, state: dict[str, torch.Tensor], is_lora: bool) -> None:
+    """`model` is the unwrapped (peft or plain) LM; `state` its whole state dict, or for LoRA at least
+    its trainable parameters, with the inner module's names."""
     if is_lora:
-        lora.save_adapter(model, directory, full_state)
+        lora.save_adapter(model, directory, state)
     else:
-        released = {k: v.contiguous() for k, v in layout.to_release_layout(full_state).items()}
+        released = {k: v.contiguous() for k, v in layout.to_release_layout(state).items()}
         safetensors.torch.save_file(released, str(directory / reference.LM_FILE))
 
 

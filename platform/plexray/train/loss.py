@@ -2,7 +2,7 @@
 
 Two parts, each a weighted mean normalised by its own weight sum, added (as moshi-finetune does):
     text  = sum(w_text * CE_text) / sum(w_text)      w: non-padding vs padding (ids 3 and 0) tokens
-    audio = sum(w_cb * CE_cb) / sum(w_cb)            w: semantic codebook 0 vs acoustic 1-7
+    audio = sum(w_cb * CE_cb) / sum(w_cb)            w: semantic codebook 0 vs acoustic 1-7, per speaker
 Prompt-phase frames and padding (-1) get weight 0. The named presets are weight sets of this one
 loss. Components logged beside the total are plain means over the agent's tokens (text = the
 weighted text part; semantic = CE of agent codebook 0; acoustic = CE of agent codebooks 1-7),
@@ -27,18 +27,24 @@ from plexray.model.architectures import NUM_AUDIO_CODEBOOKS, TEXT_END_OF_PADDING
 class LossWeights:
     text: float  # a non-padding text token
     text_padding: float  # a text padding token (ids 3 and 0)
-    semantic: float  # audio codebook 0
-    acoustic: float  # audio codebooks 1-7
+    semantic: float  # the agent's audio codebook 0
+    acoustic: float  # audio codebooks 1-7 (the agent's, and the user's)
+    user_semantic: float  # the user's audio codebook 0 (PersonaPlex depformer step 8)
     user_audio: float  # multiplier for the user stream's codebooks (PersonaPlex depformer steps 8-15)
 
 
 PRESETS: dict[str, LossWeights] = {
     # PersonaPlex paper: acoustic tokens 0.02 relative to semantic, padded text tokens 0.3.
-    "personaplex": LossWeights(text=1.0, text_padding=0.3, semantic=1.0, acoustic=0.02, user_audio=1.0),
-    # Kyutai's moshi-finetune example config: first codebook x100, text padding 0.5.
-    "moshi-finetune": LossWeights(text=1.0, text_padding=0.5, semantic=100.0, acoustic=1.0, user_audio=1.0),
-    # Seed document fixes-summary.md: semantic 100, acoustic 1, text unweighted.
-    "semantic-x100": LossWeights(text=1.0, text_padding=1.0, semantic=100.0, acoustic=1.0, user_audio=1.0),
+    "personaplex": LossWeights(text=1.0, text_padding=0.3, semantic=1.0, acoustic=0.02, user_semantic=1.0,
+                               user_audio=1.0),
+    # Kyutai's moshi-finetune: the first predicted codebook x100 (its example config), text padding
+    # 0.5, every other codebook 1. It multiplies codebook 0 only, so on PersonaPlex's 16 codebooks
+    # the user's semantic codebook (step 8) keeps weight 1.
+    "moshi-finetune": LossWeights(text=1.0, text_padding=0.5, semantic=100.0, acoustic=1.0, user_semantic=1.0,
+                                  user_audio=1.0),
+    # Seed document fixes-summary.md: semantic 100 (both speakers'), acoustic 1, text unweighted.
+    "semantic-x100": LossWeights(text=1.0, text_padding=1.0, semantic=100.0, acoustic=1.0, user_semantic=100.0,
+                                 user_audio=1.0),
 }
 
 
@@ -67,8 +73,10 @@ def token_weights(codes: torch.Tensor, loss_frames: torch.Tensor, weights: LossW
     text_valid = loss_frames & (text >= 0) & (frame_index < frames - delays[0])
     text_weights = text_weights * text_valid
 
-    speaker = [weights.semantic] + [weights.acoustic] * (NUM_AUDIO_CODEBOOKS - 1)
-    per_codebook = speaker + [w * weights.user_audio for w in speaker]  # agent, then user codebooks
+    acoustic = [weights.acoustic] * (NUM_AUDIO_CODEBOOKS - 1)
+    agent = [weights.semantic] + acoustic
+    user = [w * weights.user_audio for w in [weights.user_semantic] + acoustic]
+    per_codebook = agent + user
     codebook_weights = torch.tensor(per_codebook[:dep_q], device=codes.device)  # [dep_q]
     audio = codes[:, 1:1 + dep_q]  # [B, dep_q, T]
     audio_delays = torch.tensor(delays[1:1 + dep_q], device=codes.device)  # [dep_q]

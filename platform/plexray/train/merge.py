@@ -1,7 +1,8 @@
 """`plexray merge`: fold a LoRA adapter into the base LM and write a standalone checkpoint.
 
-The output has the real repos' file layout (LM in release key layout, Mimi, tokenizer, voices)
-and a config.json that declares no LoRA: loading a merged model with LoRA layers declared would
+The output has the real repos' file layout (LM in release key layout, Mimi, tokenizer, voices),
+a config.json that moshi's own loaders read, plexray's metadata beside it (plexray.json), and both
+declare no LoRA: loading a merged model with LoRA layers declared would
 add freshly initialised adapters and silently change its outputs. `plexray.model.load_model`
 (the serving loader) loads it like any other checkpoint.
 """
@@ -18,8 +19,13 @@ import torch
 from plexray.errors import PlexrayError
 from plexray.model import layout, reference
 from plexray.model.config import ModelConfig
+from plexray.model.loader import LEGACY_METADATA_KEY
 from plexray.train import checkpoint
 
+# The keys of config.json that moshi's CheckpointInfo takes for itself (file names, generation settings);
+# not `lora_name`: a merged checkpoint has no LoRA.
+MOSHI_CONFIG_KEYS = ("moshi_name", "mimi_name", "mimi_config_name", "tokenizer_name", "model_type", "lm_gen_config",
+                     "tts_config", "stt_config", "model_id")
 
 def merge_checkpoint(model_config: ModelConfig, training_checkpoint: Path, output_dir: Path) -> Path:
     output_dir = Path(output_dir)
@@ -39,22 +45,26 @@ def merge_checkpoint(model_config: ModelConfig, training_checkpoint: Path, outpu
     if voices is not None:
         target = output_dir / (reference.VOICES_FILE if voices.is_file() else reference.VOICES_DIR)
         (shutil.copyfile if voices.is_file() else shutil.copytree)(voices, target)
-    (output_dir / reference.CONFIG_FILE).write_text(json.dumps(_merged_config(bundle, training_checkpoint), indent=2))
+    config, metadata = _merged_config(bundle, training_checkpoint)
+    (output_dir / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    (output_dir / reference.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return output_dir
 
 
-def _merged_config(bundle, training_checkpoint: Path) -> dict:
-    """The base's config with its `plexray` section copied, declaring no LoRA and where it came from."""
-    base: dict = {}
-    if bundle.files.config is not None:
-        base = json.loads(bundle.files.config.read_text())
-    plexray_section = dict(base.get("plexray", {}))
-    plexray_section.update(family=bundle.family, lora=False,
-                           merged_from={"base": bundle.files.source, "checkpoint": str(training_checkpoint)})
-    config = {k: v for k, v in base.items() if k not in ("lora", "lora_name", "lora_rank", "lora_scaling")}
-    config.update(bundle.lm_kwargs)  # the architecture, written out (the real PersonaPlex config has none)
-    config.update(model_type=base.get("model_type", "moshi"), plexray=plexray_section)
-    return config
+def _merged_config(bundle, training_checkpoint: Path) -> tuple[dict, dict]:
+    """-> (config.json: the base's, declaring no LoRA, with the architecture written out; plexray.json:
+    the base's metadata, declaring no LoRA and where the merged model came from)."""
+    base = json.loads(bundle.files.config.read_text()) if bundle.files.config is not None else {}
+    base_metadata = base.pop(LEGACY_METADATA_KEY, {})  # a base written before plexray.json
+    if bundle.files.metadata is not None:
+        base_metadata = json.loads(bundle.files.metadata.read_text())
+    metadata = dict(base_metadata, family=bundle.family, lora=False,
+                    merged_from={"base": bundle.files.source, "checkpoint": str(training_checkpoint)})
+    # moshi's CheckpointInfo passes every other key to LMModel: keep only those it reads itself, and
+    # write the architecture out (the real PersonaPlex config.json has none).
+    config = {k: v for k, v in base.items() if k in MOSHI_CONFIG_KEYS} | bundle.lm_kwargs
+    config.setdefault("model_type", "moshi")
+    return config, metadata
 
 
 @torch.no_grad()

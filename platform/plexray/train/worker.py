@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     _epoch(val_shard, train.batch_size, train.max_frames, train.loss.mask_prompt), train.eval_batches)
                 metrics.update({f"val_{k}": v for k, v in
                                 evaluate(wrapped, val_batches, setup, device, autocast).metrics().items()})
-            ckpt = _save_checkpoint(wrapped, optimizer, scheduler, progress, metrics, config, is_rank0)
+            ckpt = _save_checkpoint(wrapped, optimizer, scheduler, progress, metrics, config)
         if is_rank0:
             report.append_metrics(run_dir, metrics)
             print(_progress_line(metrics, train.max_steps), flush=True)
@@ -144,23 +143,13 @@ def _progress_line(metrics: dict, max_steps: int) -> str:
     return line + f", {metrics['frames_per_s']:.0f} frames/s"
 
 
-def _save_checkpoint(wrapped, optimizer, scheduler, progress: Progress, metrics: dict, config: PlexrayConfig,
-                     is_rank0: bool):
-    """Gather the weights and optimizer state (collectives: every rank), write them on rank 0.
-
-    Returns a context manager yielding the directory (None on other ranks), removed after reporting.
-    """
-    full_state = distributed.full_model_state(wrapped)
-    optimizer_state = distributed.full_optimizer_state(wrapped, optimizer)
-    if not is_rank0:
-        return _NoDirectory()
-    staging = tempfile.TemporaryDirectory(prefix="plexray-ckpt-")
-    directory = Path(staging.name)
-    checkpoint.write_weights(directory, distributed.unwrap(wrapped), full_state, config.train.lora.enabled)
+def _save_checkpoint(wrapped, optimizer, scheduler, progress: Progress, metrics: dict, config: PlexrayConfig):
+    """A context manager yielding the checkpoint directory on rank 0 (None on other ranks), removed
+    after reporting. Every rank calls this: gathering the weights is a collective."""
     state = {"progress": dataclasses.asdict(progress), "metrics": metrics, "base_model": config.model.checkpoint,
              "lora": config.train.lora.enabled, "config": dump_config(config)}
-    checkpoint.write_training_state(directory, optimizer_state, scheduler.state_dict(), state)
-    return staging
+    staging = checkpoint.save_checkpoint(wrapped, optimizer, scheduler, state, config.train.lora.enabled)
+    return staging if staging is not None else _NoDirectory()
 
 
 class _NoDirectory:
