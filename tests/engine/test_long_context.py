@@ -91,15 +91,6 @@ def toy_bundle():
     return load_model(str(GOLDEN_DIR), context=LONG_CALL_CONTEXT)
 
 
-@pytest.fixture
-def one_thread():
-    """Thousands of tiny ticks: one intra-op thread is several times faster on this 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_long_call_ends_only_by_the_client_and_does_not_disturb_others(toy_bundle, one_thread):
     """A call of 12 context windows (1250 frames at a context of 100) beside a session that joins late.
 

@@ -20,6 +20,8 @@ from replica import GOLDEN_DIR, NVIDIA_REPO, REPLICA_ARCHITECTURE, make_hub_cach
 from repo_paths import REPO_ROOT
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the golden files were made
+
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """The replica in an HF cache, with HF_HUB_OFFLINE=1 as huggingface_hub reads it."""

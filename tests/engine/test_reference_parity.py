@@ -31,6 +31,7 @@ from plexray.serve.engine import Engine, EngineConfig, SessionSettings
 from engine_helpers import GENERATED_FRAMES, GREEDY, run_session
 from repo_paths import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the golden files were made
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden" / "personaplex-toy"
 # Sessions that share the batch with the compared one: other prompts, voices, sampling, join times.
 NEIGHBOURS = [SessionSettings(text_prompt="You sell umbrellas.", voice=None, text_seed=7, audio_seed=8),
