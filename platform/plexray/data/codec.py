@@ -14,6 +14,7 @@ import sentencepiece
 import torch
 
 from plexray.model import loader, reference
+from plexray.model.compile import set_torch_compile
 from plexray.model.config import ModelConfig
 from plexray.model.prompt import FRAME_SAMPLES, PromptCodes, derive_prompt_codes
 
@@ -29,7 +30,7 @@ class Codec:
 
 
 def load_codec(model: ModelConfig, device: str = "cpu") -> Codec:
-    loader.set_torch_compile(model.compile)
+    set_torch_compile(model.compile)
     files = reference.resolve(model.checkpoint, model.cache_dir)
     config = loader.read_checkpoint_config(files, model.family, model.lm_config, model.mimi_config)
     mimi = loader.load_mimi(files.mimi, config.mimi_config, device)

@@ -27,6 +27,7 @@ from plexray.model.prompt import SAMPLE_RATE, PromptCodes, derive_prompt_codes
 from plexray.model.voice_prefill import make_voice_prefill, write_voice_prefill
 from plexray.model.voices import encode_voice, normalize_loudness
 from moshi.models import loaders
+from moshi.utils.compile import no_compile
 
 CORPUS = Path(__file__).resolve().parent.parent / "assets" / "tokenizer_corpus.txt"
 DEMO_TEXT_VOCAB = 512
@@ -95,7 +96,12 @@ def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEE
     if directory.exists() and any(directory.iterdir()):
         raise FileExistsError(f"{directory}: not empty; choose a new directory")
     directory.mkdir(parents=True, exist_ok=True)
+    with no_compile():  # a toy model: compiling it costs more than it saves (and the switch is the loader's)
+        _write_demo(directory, family, seed)
+    return directory
 
+
+def _write_demo(directory: Path, family: str, seed: int) -> None:
     train_tokenizer(directory / layout.TOKENIZER_FILE)
     mimi = build_demo_mimi(seed)
     safetensors.torch.save_file(mimi.state_dict(), str(directory / layout.MIMI_FILE))
@@ -116,7 +122,6 @@ def init_demo(directory: Path, family: str = "personaplex", seed: int = DEMO_SEE
     config = dict(lm_kwargs, model_type="moshi")
     (directory / layout.CONFIG_FILE).write_text(json.dumps(config, indent=2))
     (directory / "README.md").write_text(README.format(family=family))
-    return directory
 
 
 def _write_voices(archive: Path, lm, mimi, prompt_codes: PromptCodes) -> None:

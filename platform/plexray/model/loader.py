@@ -20,10 +20,10 @@ import torch
 from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
 from moshi.models import loaders
-from moshi.utils import compile as moshi_compile
 
 from plexray.errors import CheckpointError
 from plexray.model import architectures, layout, reference
+from plexray.model.compile import set_torch_compile
 from plexray.model.prompt import PromptCodes, derive_prompt_codes
 from plexray.model.voices import VoicePrompt, discover_voices
 
@@ -225,15 +225,6 @@ def load_tokenizer(path: Path, text_card: int) -> sentencepiece.SentencePiecePro
     if tokenizer.vocab_size() != text_card:
         raise CheckpointError(f"{path}: vocabulary of {tokenizer.vocab_size()} pieces, the LM expects {text_card}")
     return tokenizer
-
-
-def set_torch_compile(enabled: bool) -> None:
-    """moshi compiles its rope, gating and norms lazily with torch.compile.
-
-    Worth it on GPU; on CPU the first call of each new shape costs seconds of compilation, so it is
-    off unless asked for. The switch is process-wide, as moshi's is.
-    """
-    moshi_compile._compile_disabled = not enabled
 
 
 def load_model(

@@ -20,7 +20,7 @@ import torch
 from plexray.config import dump_config
 from plexray.settings import PlexrayConfig
 from plexray.train import checkpoint, distributed, lora, report
-from plexray.train.data import collate
+from plexray.train.data import collate, window_frames
 from plexray.train.errors import TrainingDivergedError
 from plexray.train.loop import LossSetup, NonFiniteGuard, evaluate, train_step
 from plexray.train.loss import weights_from_config
@@ -52,6 +52,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     resume = ray.train.get_checkpoint()
     bundle = config.model.load(gradient_checkpointing=train.gradient_checkpointing)
     lm = bundle.lm.train()
+    frames = window_frames(train.max_frames, lm)  # as evaluate.py: a window never exceeds the LM context
     progress, optim_state = Progress(), None
     if resume is not None:
         with resume.as_directory() as directory:
@@ -73,7 +74,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     autocast = distributed.autocast_dtype(device.type, train.bf16)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation") if loop_config["has_validation"] else None
-    batches = _batches(train_shard, train.batch_size, train.max_frames, train.loss.mask_prompt, progress)
+    batches = _batches(train_shard, train.batch_size, frames, train.loss.mask_prompt, progress)
     guard = NonFiniteGuard(train.max_nonfinite_steps, total=progress.skipped_steps)
     started_fresh = resume is None
 
@@ -107,7 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if step % train.eval_every == 0 or step == train.max_steps:
             if val_shard is not None:
                 val_batches = itertools.islice(
-                    _epoch(val_shard, train.batch_size, train.max_frames, train.loss.mask_prompt), train.eval_batches)
+                    _epoch(val_shard, train.batch_size, frames, train.loss.mask_prompt), train.eval_batches)
                 metrics.update({f"val_{k}": v for k, v in
                                 evaluate(wrapped, val_batches, setup, device, autocast).metrics().items()})
             ckpt = _save_checkpoint(wrapped, optimizer, scheduler, progress, metrics, config)
