@@ -99,6 +99,14 @@ class OggOpusStream {
   }
 }
 
+// The first channel of a microphone frame (Chromium's fake microphone may deliver stereo).
+function monoFrame(frame) {
+  const samples = new Float32Array(frame.numberOfFrames);
+  frame.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
+  return new AudioData({ format: "f32-planar", sampleRate: frame.sampleRate, numberOfFrames: frame.numberOfFrames,
+                         numberOfChannels: 1, timestamp: frame.timestamp, data: samples });
+}
+
 // ----- the conversation --------------------------------------------------------------------------
 function sendAudio(socket, page) {
   const message = new Uint8Array(1 + page.length);
@@ -119,8 +127,10 @@ async function streamMicrophone(socket) {
   while (socket.readyState === WebSocket.OPEN) {
     const { value: frame, done } = await reader.read();
     if (done) break;
+    const mono = monoFrame(frame); // NVIDIA's client records mono (opus-recorder numberOfChannels: 1)
+    frame.close();
     if (encoder === null) {
-      ogg = new OggOpusStream(frame.numberOfChannels, frame.sampleRate);
+      ogg = new OggOpusStream(1, mono.sampleRate);
       for (const page of ogg.headerPages()) sendAudio(socket, page);
       encoder = new AudioEncoder({
         output: (chunk) => {
@@ -130,10 +140,10 @@ async function streamMicrophone(socket) {
         },
         error: (error) => fail("opus encoder", error),
       });
-      encoder.configure({ codec: "opus", sampleRate: frame.sampleRate, numberOfChannels: frame.numberOfChannels, bitrate: 32000 });
+      encoder.configure({ codec: "opus", sampleRate: mono.sampleRate, numberOfChannels: 1, bitrate: 32000 });
     }
-    encoder.encode(frame);
-    frame.close();
+    encoder.encode(mono);
+    mono.close();
   }
 }
 
