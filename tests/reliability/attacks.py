@@ -78,16 +78,6 @@ class BadRequest:
 
 
 # ----- the inputs ---------------------------------------------------------------------------------
-def _ogg_pages(stream: bytes) -> list[bytes]:
-    pages, start = [], 0
-    while start < len(stream):
-        segments = stream[start + 26]
-        length = 27 + segments + sum(stream[start + 27:start + 27 + segments])
-        pages.append(stream[start:start + length])
-        start += length
-    return pages
-
-
 def _with_byte(page: bytes, offset: int, value: int) -> bytes:
     """`page` with one byte changed and its CRC recomputed: well-formed Ogg carrying a bad field."""
     changed = bytearray(page)
@@ -106,7 +96,7 @@ OPUS_HEAD_AT = 28  # 27-byte page header + a 1-entry segment table
 
 def ogg_streams(rng: random.Random, count: int) -> list[bytes]:
     """Opus streams that are wrong from their first page: truncated, corrupt, a bad OpusHead, pages out of order."""
-    pages = _ogg_pages(sphn.OpusStreamWriter(SAMPLE_RATE).append_pcm(_tone(1.0)))
+    pages = [page.raw for page in binary.split_ogg_pages(sphn.OpusStreamWriter(SAMPLE_RATE).append_pcm(_tone(1.0)))]
     head, tags, audio = pages[0], pages[1], pages[2:]
     fixed = [
         head[:OPUS_HEAD_AT + 10],  # OpusHead page cut short (its 19 bytes announced, 10 sent)

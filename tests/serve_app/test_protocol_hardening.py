@@ -62,16 +62,6 @@ def test_binary_metadata_of_any_shape_is_a_protocol_error(payload, problem):
         binary.decode_client_message(bytes([binary.Kind.METADATA]) + payload)
 
 
-def _ogg_pages(stream: bytes) -> list[bytes]:
-    pages, start = [], 0
-    while start < len(stream):
-        segments = stream[start + 26]
-        length = 27 + segments + sum(stream[start + 27:start + 27 + segments])
-        pages.append(stream[start:start + length])
-        start += length
-    return pages
-
-
 def _tone(seconds: float = 1.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(24000 * seconds)) / 24000)).astype(np.float32)
 
@@ -79,7 +69,7 @@ def _tone(seconds: float = 1.0) -> np.ndarray:
 @pytest.fixture
 def opus_pages() -> list[bytes]:
     """A real sphn Ogg/Opus stream, page by page: OpusHead, OpusTags, then audio pages."""
-    return _ogg_pages(sphn.OpusStreamWriter(24000).append_pcm(_tone()))
+    return [page.raw for page in binary.split_ogg_pages(sphn.OpusStreamWriter(24000).append_pcm(_tone()))]
 
 
 def _with_byte(page: bytes, offset: int, value: int) -> bytes:
