@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "reliability"))  # attacks: the inp
 import attacks  # noqa: E402
 from serve_helpers import API_KEY, SESSIONS_PER_REPLICA, free_port  # noqa: E402
 
+from plexray.serve.proxy_hook import enable_in_this_environment  # noqa: E402
+
 RUN_LIMIT_S = 900  # the whole attack is cut off past this (the full run takes a few minutes)
 
 
@@ -44,6 +46,7 @@ def main() -> int:
 
     checkpoint = str(ensure_demo_checkpoint(default_demo_dir()))
     load_before = os.getloadavg()
+    enable_in_this_environment()  # the proxy answers the handshakes it refuses (plexray/serve/proxy_hook.py)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"working_dir": str(REPO_ROOT), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"],
                           "env_vars": {"PLEXRAY_DEMO_DIR": checkpoint}})

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from plexray.serve.proxy_hook import enable_in_this_environment
 from ray_startup import allow_slow_ray_start
 from repo_paths import REPO_ROOT
 
 allow_slow_ray_start()  # here, before any test module imports Ray (it reads the setting on import)
+enable_in_this_environment()  # Serve's proxies answer the WebSocket handshakes they refuse
 
 
 @pytest.fixture(scope="session")

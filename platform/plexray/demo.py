@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import sphn
 
+from plexray.serve.proxy_hook import enable_in_this_environment
 from plexray.settings import add_config_arguments, load_platform_config
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
@@ -69,6 +70,7 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
 
     step("Ray cluster")
     if not ray.is_initialized():
+        enable_in_this_environment()  # Serve's proxy answers the WebSocket handshakes it refuses
         # log_to_driver=False: the workers' output stays in Ray's session logs (linked under logs/).
         context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=4,
                            log_to_driver=False)

@@ -12,6 +12,7 @@ from plexray.config import load_config
 from plexray.errors import ConfigError
 from plexray.serve.app.builders import platform_config
 from plexray.serve.app.deployments import deployment_options
+from plexray.serve.proxy_hook import PROXY_CALLBACK, PROXY_CALLBACK_VARIABLE
 from plexray.settings import PlexrayConfig
 
 SERVE_CONFIGS = sorted((REPO_ROOT / "serve_apps").glob("serve_config.*.yaml"))
@@ -75,6 +76,8 @@ def test_cluster_yaml_passes_the_cluster_launchers_validation():
     gpu = types["gpu_worker"]
     assert gpu["min_workers"] >= 1 and gpu["max_workers"] >= gpu["min_workers"]
     assert any("pip install" in command and "plexray" in command for command in raw["setup_commands"])
+    for command in raw["head_start_ray_commands"][1:] + raw["worker_start_ray_commands"][1:]:
+        assert f"{PROXY_CALLBACK_VARIABLE}={PROXY_CALLBACK} ray start" in command  # every node runs a proxy
     broken = copy.deepcopy(raw)
     broken["available_node_types"]["gpu_worker"]["min_workers"] = "one"
     with pytest.raises(Exception, match="one"):
@@ -88,6 +91,9 @@ def test_kuberay_manifest_carries_the_gpu_serve_config():
         yaml.safe_load((REPO_ROOT / "serve_apps/serve_config.gpu.yaml").read_text())
     workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
+    for container in (head["template"]["spec"]["containers"][0], workers["template"]["spec"]["containers"][0]):
+        assert {"name": PROXY_CALLBACK_VARIABLE, "value": PROXY_CALLBACK} in container["env"]
 
 
 def test_serve_config_command_writes_a_deployable_file(capsys):

@@ -58,8 +58,10 @@ def _run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from plexray.serve.app.deployments import ops_application, sessions_application, web_application
+    from plexray.serve.proxy_hook import enable_in_this_environment
 
     config = load_platform_config(args)
+    enable_in_this_environment()  # for the proxies of a cluster this starts
     ray.init(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
     name = config.serve.app_name

@@ -172,9 +172,9 @@ class SessionService:
             if grounding is not None:
                 settings = settings.model_copy(update={"text_prompt": grounding.text_prompt})
             session = await self._take_slot(ws, session_id, caller, settings)
-        except AdmissionDenied as denied:
-            await self._release(session_id)
+        except AdmissionDenied as denied:  # answered first: the caller need not wait for the ledger's books
             await self._refuse(ws, denied, make_protocol(session_id, None))
+            await self._release(session_id)
             return
         if session is None:  # hung up while waiting
             await self._release(session_id)
