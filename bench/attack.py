@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests" / "serve_app"))  # serve_helpers: the serve-app tests' fleet
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # serve_on_loopback: the fleet on a free port
+sys.path.insert(0, str(REPO_ROOT / "tests" / "serve_app"))  # serve_helpers: the serve-app tests' fleet settings
 sys.path.insert(0, str(REPO_ROOT / "tests" / "reliability"))  # attacks: the inputs and the run
 
 import attacks  # noqa: E402
-from serve_helpers import API_KEY, SESSIONS_PER_REPLICA, free_port  # noqa: E402
+from serve_helpers import API_KEY, SESSIONS_PER_REPLICA  # noqa: E402
+from serve_on_loopback import loopback_fleet  # noqa: E402
 
 from plexray.serve.proxy_hook import enable_in_this_environment  # noqa: E402
 
@@ -38,11 +40,9 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     import ray
-    from ray import serve
 
     from plexray.model import ensure_demo_checkpoint
     from plexray.model.reference import default_demo_dir
-    from plexray.serve.app.builders import ops_app, sessions_app
 
     checkpoint = str(ensure_demo_checkpoint(default_demo_dir()))
     load_before = os.getloadavg()
@@ -50,24 +50,19 @@ def main() -> int:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"working_dir": str(REPO_ROOT), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"],
                           "env_vars": {"PLEXRAY_DEMO_DIR": checkpoint}})
-    port = free_port()
-    urls = {"ws": f"ws://127.0.0.1:{port}", "http": f"http://127.0.0.1:{port}"}
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(sessions_app({"set": attacks.FLEET_OVERRIDES}), name="plexray", route_prefix="/")
-        serve.run(ops_app({"set": attacks.FLEET_OVERRIDES}), name="plexray-ops", route_prefix="/voice")
-        logs = attacks.LogWatch(attacks.serve_log_dir())
-        replicas_before = attacks.session_replica_actors()
-        logs.start()
-        started = time.monotonic()
-        figures = asyncio.run(asyncio.wait_for(attacks.attack(
-            urls, API_KEY, scale=args.scale, burst_callers=args.burst, capacity=SESSIONS_PER_REPLICA,
-            max_message_bytes=attacks.MAX_MESSAGE_BYTES), RUN_LIMIT_S))
-        figures["logs"] = logs.figures()
-        figures["replica_restarts"] = len(replicas_before - attacks.session_replica_actors())
-        figures["run_s"] = round(time.monotonic() - started, 1)
+        with loopback_fleet(attacks.FLEET_OVERRIDES) as urls:
+            logs = attacks.LogWatch(attacks.serve_log_dir())
+            replicas_before = attacks.session_replica_actors()
+            logs.start()
+            started = time.monotonic()
+            figures = asyncio.run(asyncio.wait_for(attacks.attack(
+                urls, API_KEY, scale=args.scale, burst_callers=args.burst, capacity=SESSIONS_PER_REPLICA,
+                max_message_bytes=attacks.MAX_MESSAGE_BYTES), RUN_LIMIT_S))
+            figures["logs"] = logs.figures()
+            figures["replica_restarts"] = len(replicas_before - attacks.session_replica_actors())
+            figures["run_s"] = round(time.monotonic() - started, 1)
     finally:
-        serve.shutdown()
         ray.shutdown()
     summary = {"benchmark": "attack", "command": " ".join(sys.argv), "cpu_count": os.cpu_count(),
                "load_average_before": [round(x, 2) for x in load_before],

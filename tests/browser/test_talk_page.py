@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 import sphn
 
 from chromium import Browser, chromium_binary
+from serve_on_loopback import loopback_fleet
 
 pytestmark = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (make test installs it)")
 
@@ -18,19 +18,8 @@ OVERRIDES = ["serve.sessions_per_replica=1", "serve.num_cpus=0.5",
 
 @pytest.fixture(scope="module")
 def talk_server(ray_cluster, demo_checkpoint):
-    from ray import serve
-
-    from plexray.serve.app.builders import ops_app, sessions_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"set": [f"model.checkpoint={demo_checkpoint}", *OVERRIDES]}
-    serve.run(sessions_app(args), name="plexray", route_prefix="/")  # the ops app finds it by name
-    serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with loopback_fleet([f"model.checkpoint={demo_checkpoint}", *OVERRIDES]) as urls:
+        yield urls["http"]
 
 
 def test_talk_page_round_trip(talk_server, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,6 +17,7 @@ import pytest
 import sphn
 
 from chromium import Browser, chromium_binary
+from serve_on_loopback import loopback_fleet
 from replica import REPLICA_ARCHITECTURE, write_personaplex_replica
 
 pytestmark = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (make test installs it)")
@@ -36,21 +36,10 @@ def checkpoint_with_web_client(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def web_client_server(ray_cluster, checkpoint_with_web_client):
-    from ray import serve
-
-    from plexray.serve.app.builders import ops_app, sessions_app, web_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     architecture = [f"model.{key}={json.dumps(value)}" for key, value in REPLICA_ARCHITECTURE.items()]
-    args = {"set": [f"model.checkpoint={checkpoint_with_web_client}", *architecture, *OVERRIDES]}
-    serve.run(sessions_app(args), name="plexray", route_prefix="/")  # the other two find it by this name
-    serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
-    serve.run(web_app(args), name="plexray-web", route_prefix="/assets")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    with loopback_fleet([f"model.checkpoint={checkpoint_with_web_client}", *architecture, *OVERRIDES],
+                        web_client=True) as urls:
+        yield urls["http"]
 
 
 def test_web_client_bundle_at_root_converses(web_client_server, tmp_path):

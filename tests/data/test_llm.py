@@ -12,7 +12,6 @@ so tests can provoke each path:
 import collections
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,6 +23,8 @@ from plexray.data.personas import load_library
 from plexray.data.plan import plan_conversations
 from plexray.data.rejects import read_rejects
 from plexray.data.stages import synthesize_item
+
+from openai_stub import OpenAICompatibleServer
 
 LIBRARY = load_library()
 
@@ -61,31 +62,14 @@ def _completion(content: str) -> dict:
 
 @pytest.fixture(scope="module")
 def chat_server():
-    server_state = ChatServer()
+    state = ChatServer()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            if self.path != "/v1/chat/completions":
-                self.send_error(404)
-                return
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, payload = server_state.answer(body)
-            data = (json.dumps(payload) if isinstance(payload, dict) else payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(path: str, body: dict):
+        return state.answer(body) if path == "/v1/chat/completions" else (404, {"error": "not found"})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server_state.base_url = f"http://127.0.0.1:{server.server_port}/v1"
-    yield server_state
-    server.shutdown()
+    with OpenAICompatibleServer(answer) as server:
+        state.base_url = server.base_url
+        yield state
 
 
 def _llm(server, **overrides):

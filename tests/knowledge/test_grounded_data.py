@@ -3,13 +3,12 @@
 import asyncio
 import dataclasses
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sentencepiece
 
 from knowledge_helpers import DOCS, LIBRARY, process_in_loop
+from openai_stub import OpenAICompatibleServer
 from plexray.data.config import DataConfig, DialogueConfig, LLMConfig
 from plexray.data.dialogue.validate import grounding_problem
 from plexray.data.dialogue.script import Dialogue, Turn
@@ -112,43 +111,24 @@ def test_a_library_naming_a_missing_base_fails_before_any_work(library, tmp_path
         ground_plan(plan_conversations(_config(), library), library, KnowledgeConfig(root=str(tmp_path)), len)
 
 
-class FactQuotingChat:
+class FactQuotingChat(OpenAICompatibleServer):
     """A chat-completions server whose agent answers with the first retrieved passage (or none at all)."""
 
     def __init__(self, quote: bool):
         self.quote = quote
         self.prompts: list[str] = []
-        state = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                state.prompts.append(body["messages"][0]["content"] + body["messages"][1]["content"])
-                character = body["messages"][1]["content"]
-                fact = character.split("(1) ", 1)[1].split(" (2) ", 1)[0].split(SYSTEM_TAG)[0]
-                answer = f"Well, {fact}" if state.quote else "I could not say."
-                turns = [{"speaker": "agent", "text": "Hi, what can I get you?"},
-                         {"speaker": "user", "text": "Tell me about the pastries."},
-                         {"speaker": "agent", "text": answer}, {"speaker": "user", "text": "Great."},
-                         {"speaker": "agent", "text": "Anything else?"}, {"speaker": "user", "text": "No, thanks."}]
-                content = json.dumps({"turns": turns})
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, path: str, body: dict):
+        self.prompts.append(body["messages"][0]["content"] + body["messages"][1]["content"])
+        character = body["messages"][1]["content"]
+        fact = character.split("(1) ", 1)[1].split(" (2) ", 1)[0].split(SYSTEM_TAG)[0]
+        answer = f"Well, {fact}" if self.quote else "I could not say."
+        turns = [{"speaker": "agent", "text": "Hi, what can I get you?"},
+                 {"speaker": "user", "text": "Tell me about the pastries."},
+                 {"speaker": "agent", "text": answer}, {"speaker": "user", "text": "Great."},
+                 {"speaker": "agent", "text": "Anything else?"}, {"speaker": "user", "text": "No, thanks."}]
+        return 200, {"choices": [{"message": {"role": "assistant", "content": json.dumps({"turns": turns})}}]}
 
 
 @pytest.mark.parametrize("quote", [True, False])

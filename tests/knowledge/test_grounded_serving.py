@@ -5,7 +5,6 @@ and a plain assistant. The JSON protocol's 'connected' message says what the pro
 """
 
 import asyncio
-import socket
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from plexray.serve.app.clients import ChatClient, Refused, VoiceClient
 from plexray.serve.app.errors import AdmissionDenied
 from plexray.serve.app.grounding import SessionGrounding
 from plexray.serve.config import PersonaConfig
+from serve_on_loopback import loopback_fleet
 
 BARISTA_PROMPT = "You are the barista of Harbor Lane Coffee."
 BUDGET = 160  # the demo tokenizer (512 pieces) spends about 2.5 tokens a word
@@ -29,12 +29,6 @@ GUARD_S = 120  # failure guard for the whole client scenario (never a timing ass
 
 def _run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, GUARD_S))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +55,8 @@ PERSONAS = (f"{{barista: {{voice: NATF0, text_prompt: '{BARISTA_PROMPT}', knowle
 
 @pytest.fixture(scope="module")
 def fleet(ray_cluster, knowledge_root):
-    from ray import serve
-
-    from plexray.serve.app.builders import ops_app, sessions_app
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"set": _settings(knowledge_root, PERSONAS)}
-    serve.run(sessions_app(args), name="plexray", route_prefix="/")
-    serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
-    yield {"ws": f"ws://127.0.0.1:{port}", "http": f"http://127.0.0.1:{port}"}
-    serve.shutdown()
+    with loopback_fleet(_settings(knowledge_root, PERSONAS)) as urls:
+        yield urls
 
 
 async def _connected(fleet, persona: str, **params) -> dict:

@@ -7,7 +7,6 @@ autoscaling target 1 ongoing session per replica (utilisation 0.5), no downscali
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -57,12 +56,6 @@ def replica_states() -> dict:
     from ray import serve
 
     return serve.status().applications["plexray"].deployments["PersonaPlexReplica"].replica_states
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.25):

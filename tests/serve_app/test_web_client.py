@@ -17,7 +17,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from serve_helpers import GUARD_S, free_port, run, status, wait_until
+from serve_helpers import GUARD_S, run, status, wait_until
+from serve_on_loopback import loopback_fleet
 from plexray.errors import CheckpointError
 from plexray.model import reference
 from plexray.serve.app.web_client import TALK_PAGE, assets_app, bundle_directory, page_route
@@ -159,20 +160,11 @@ def test_the_bundle_is_served_with_browser_content_types(tmp_path):
 @pytest.fixture(scope="module")
 def web_fleet(ray_cluster, demo_checkpoint, tmp_path_factory):
     """The three applications on a checkpoint with dist.tgz: one replica with one session slot."""
-    from ray import serve
-
-    from plexray.serve.app.builders import ops_app, sessions_app, web_app
-
     checkpoint = copy_with_web_client(demo_checkpoint, tmp_path_factory.mktemp("web-fleet") / "checkpoint")
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"set": [f"model.checkpoint={checkpoint}", "serve.sessions_per_replica=1", "serve.num_cpus=0.5",
-                    "serve.autoscaling={min_replicas: 1, max_replicas: 1}", "serve.status_report_s=0.5"]}
-    serve.run(sessions_app(args), name="plexray", route_prefix="/")  # the other two find it by this name
-    serve.run(ops_app(args), name="plexray-ops", route_prefix="/voice")
-    serve.run(web_app(args), name="plexray-web", route_prefix="/assets")
-    yield {"ws": f"ws://127.0.0.1:{port}", "http": f"http://127.0.0.1:{port}"}
-    serve.shutdown()
+    with loopback_fleet([f"model.checkpoint={checkpoint}", "serve.sessions_per_replica=1", "serve.num_cpus=0.5",
+                         "serve.autoscaling={min_replicas: 1, max_replicas: 1}", "serve.status_report_s=0.5"],
+                        web_client=True) as urls:
+        yield urls
 
 
 def test_page_and_assets_load_while_every_session_slot_is_taken(web_fleet):

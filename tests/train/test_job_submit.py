@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,16 +18,11 @@ from pathlib import Path
 import pytest
 
 from ray_startup import RAY_START_WAIT_S, head_environment, wait_until_ready
+from serve_on_loopback import free_port
 from shards import train_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def job_cluster(demo_checkpoint, tmp_path_factory):
     from ray.job_submission import JobSubmissionClient
 
     # Every fixed default port of a node: other Ray instances on this machine may hold the defaults.
-    ports = {flag: _free_port() for flag in ("port", "dashboard-port", "dashboard-agent-listen-port",
+    ports = {flag: free_port() for flag in ("port", "dashboard-port", "dashboard-agent-listen-port",
                                              "dashboard-agent-grpc-port", "metrics-export-port",
                                              "runtime-env-agent-port", "ray-client-server-port")}
     env = head_environment(os.environ | {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
