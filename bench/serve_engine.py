@@ -4,12 +4,13 @@
     .venv/bin/python bench/serve_engine.py --full --cuda-graphs   # 7B PersonaPlex architecture, random weights, GPU
 
 Prints one JSON object (also written to --out). The baseline is B = 1 measured in the same run, interleaved with
-the other fixed sizes (each on its own copy of the model) so machine load hits them alike:
+the other fixed sizes (each on its own copy of the model) so machine load hits them alike; every engine measured
+for tick time has exactly B slots, all taken (an engine's batch is its slot count, taken or not):
 `per_session_cost_ratio_b8` = (tick time at B = 8 / 8) / (tick time at B = 1); target <= 0.4.
 `max_realtime_sessions`: the largest B measured whose tick p99 stays under 80 ms (doubling from 16,
 then bisecting to within 1/8).
 `join`: what one joining session's prefill costs the sessions already talking (tick time while it
-prefills against the steady tick time, same B).
+prefills against the steady tick time, on its own engine of B + 1 slots, B talking, measured after the rest).
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ def full_bundle(device: str):
 
 
 class Load:
-    """One engine with `sessions` live sessions (plus a spare slot for a joiner), every output read."""
+    """One engine with `sessions` live sessions, every output read; `spare_slot` adds a free slot for a joiner."""
 
-    def __init__(self, bundle, sessions: int, config: dict):
+    def __init__(self, bundle, sessions: int, config: dict, spare_slot: bool = False):
         self.sessions = sessions
-        self.engine = Engine(bundle, EngineConfig(max_sessions=sessions + 1, **config))
+        self.engine = Engine(bundle, EngineConfig(max_sessions=sessions + spare_slot, **config))
         self.live = [self.engine.open_session(PROMPT.model_copy(update={"text_seed": i, "audio_seed": i}))
                      for i in range(sessions)]
         self.readers = list(self.live)
@@ -108,11 +109,11 @@ class Load:
         steady = np.array(self.steady)
         return {
             "sessions": self.sessions,
+            "slots": self.engine.capacity,
             "tick_ms_p50": round(float(np.percentile(steady, 50)), 3),
             "tick_ms_p99": round(float(np.percentile(steady, 99)), 3),
             "per_session_ms": round(float(np.percentile(steady, 50)) / self.sessions, 3),
             "realtime": bool(np.percentile(steady, 99) < REALTIME_MS),
-            "join": self.join(),
             "frames_dropped": self.engine.metrics()["frames_dropped"],
         }
 
@@ -128,6 +129,18 @@ def measure_interleaved(bundles: dict, ticks: int, rounds: int, config: dict) ->
     finally:
         for load in loads.values():
             load.engine.close()
+
+
+def measure_join(bundles: dict, config: dict) -> dict[int, dict]:
+    """A joiner's cost at each size, each on its own engine: B talking sessions and one spare slot."""
+    joins = {}
+    for sessions, bundle in bundles.items():
+        load = Load(bundle, sessions, config, spare_slot=True)
+        try:
+            joins[sessions] = load.join()
+        finally:
+            load.engine.close()
+    return joins
 
 
 def main() -> int:
@@ -159,6 +172,8 @@ def main() -> int:
         copies = {sessions: dataclasses.replace(bundle, lm=copy.deepcopy(bundle.lm), mimi=copy.deepcopy(bundle.mimi))
                   for sessions in sizes}
         results = measure_interleaved(copies, args.ticks, args.rounds, config)
+    for sessions, join in measure_join({sessions: bundle for sessions in sizes}, config).items():
+        results[sessions]["join"] = join
     # beyond the fixed sizes: double while the tick p99 stays real time
     sessions = sizes[-1]
     while results[sessions]["realtime"] and sessions * 2 <= args.max_sessions:
@@ -183,7 +198,7 @@ def main() -> int:
         "config": config, "measured_ticks": args.ticks,
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on this machine during the run
         "by_sessions": list(results.values()),
-        "baseline": "B = 1 in this run, interleaved with the other fixed sizes",
+        "baseline": "B = 1 (an engine of 1 slot) in this run, interleaved with the other fixed sizes",
         "per_session_cost_ratio_b8": (round(results[8]["per_session_ms"] / results[1]["per_session_ms"], 3)
                                       if 8 in results and 1 in results else None),
         "per_session_cost_target": 0.4,

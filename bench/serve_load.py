@@ -1,15 +1,22 @@
 """Load benchmark of the Serve app: N clients stream real Opus speech in real time over loopback.
 
 Measures, in one run on the same machine:
-  * ingress: frame round trip through Serve's proxy, the replica's WebSocket app and the engine:
-    each user frame is sent at its real-time slot; its round trip ends when the next agent audio
-    is decoded by the client (the engine answers every 80 ms tick, so this is transport + tick
-    phase + Opus paging, the part the ingress can add to),
-  * baseline: the same measurement against an Engine alone in this process (no Ray, no sockets),
-  * ping: 0x06 round trips through the proxy and the replica's app while it streams (no engine),
-  * admission: with the fleet full, extra callers must be refused (close 1013 + error message):
-    how many were refused correctly and how long the refusal took.
-Prints one JSON object; writes it and a latency histogram PNG under --out.
+  * in-replica frame latency, from timestamps carried in the frames: the replica stamps each client
+    message when its WebSocket receive returns, the engine carries the stamp of the user frame a tick
+    consumed into that tick's agent frame, and the replica records (its metrics, via /voice/status)
+      full    = message received -> agent frame handed to the socket,
+      engine  = message received -> agent frame published by the engine (input decode and push, the
+                wait for the next 80 ms tick, the tick),
+      ingress = full - engine per frame: what the ingress adds after the engine (event-loop wake-up,
+                Opus encode, socket send);
+  * engine alone: the engine share of the same frames against an Engine in this process (no Ray, no
+    sockets, the stamp taken at push_pcm), with its tick times: the baseline of the engine share;
+  * ping: 0x06 round trips client -> Serve proxy -> the replica's app -> back, while it streams
+    (no engine): what the proxy and the sockets add outside the replica;
+  * admission: with the fleet full (and no waiting line), extra callers must be refused (close 1013 +
+    error message): how many were refused correctly and how long the refusal took.
+The ingress overhead is the in-replica ingress share plus the ping round trip. Prints one JSON object
+and writes it under --out.
 
     .venv/bin/python bench/serve_load.py --clients 4 --seconds 10 --extra 3
 """
@@ -31,15 +38,18 @@ from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 PING_EVERY_FRAMES = 6
+STATUS_REPORT_S = 0.5  # replicas report their metrics this often (serve.status_report_s) during the benchmarks
+PROMPT = "You take coffee orders."
 
 
 def speech(seconds: float) -> np.ndarray:
-    """Real espeak-ng speech, repeated to `seconds`."""
+    """Real espeak-ng speech, repeated to `seconds`, cut to whole 80 ms frames."""
     from plexray.audio.espeak import synthesize
 
     sentence = synthesize("Hi, I would like a large coffee with oat milk, and could you tell me the price?")
     repeats = int(np.ceil(seconds * SAMPLE_RATE / sentence.size))
-    return np.tile(sentence, repeats)[: int(seconds * SAMPLE_RATE)]
+    pcm = np.tile(sentence, repeats)[: int(seconds * SAMPLE_RATE)]
+    return pcm[: pcm.size - pcm.size % FRAME_SAMPLES]
 
 
 def percentiles(values: list[float]) -> dict:
@@ -48,49 +58,37 @@ def percentiles(values: list[float]) -> dict:
             "max_ms": round(float(array.max()), 2), "count": int(array.size)} if values else {"count": 0}
 
 
-class RoundTrips:
-    """Matches each sent user frame with the first agent audio that arrives after it."""
-
-    def __init__(self, latencies: list[float]):
-        self.latencies = latencies
-        self.sent_at: list[float] = []
-        self.matched = 0
-
-    def sent(self) -> None:
-        self.sent_at.append(time.perf_counter())
-
-    def received(self) -> None:
-        now = time.perf_counter()
-        while self.matched < len(self.sent_at) and self.sent_at[self.matched] <= now:
-            self.latencies.append((now - self.sent_at[self.matched]) * 1000)
-            self.matched += 1
-
-
-async def stream_in_real_time(frames: np.ndarray, send, trips: RoundTrips) -> None:
+async def stream_in_real_time(frames: np.ndarray, send) -> None:
+    """Call `send(k, frame)` for every frame at its real-time slot (catching up, never bunching ahead)."""
     start = time.perf_counter()
     for k, frame in enumerate(frames):
         await asyncio.sleep(max(0.0, start + k * FRAME_S - time.perf_counter()))
-        trips.sent()
-        await send(frame)
+        await send(k, frame)
 
 
 # ----- engine alone ---------------------------------------------------------------------------------
-async def engine_client(engine, pcm: np.ndarray, latencies: list[float]) -> None:
+async def engine_client(engine, pcm: np.ndarray, engine_share_ms: list[float]) -> None:
     from plexray.serve.engine import SessionSettings
 
-    session = engine.open_session(SessionSettings(text_prompt="You take coffee orders."))
+    session = engine.open_session(SessionSettings(text_prompt=PROMPT))
     await session.wait_ready()
     frames = pcm.reshape(-1, FRAME_SAMPLES)
-    trips = RoundTrips(latencies)
 
-    async def push(frame):
-        session.push_pcm(frame)
+    async def push(k, frame):
+        session.push_pcm(frame)  # stamped now (time.monotonic()), as the replica stamps a received message
 
-    sender = asyncio.create_task(stream_in_real_time(frames, push, trips))
-    while not (sender.done() and trips.matched == len(frames)):
-        if await session.next_output() is None:
+    sender = asyncio.create_task(stream_in_real_time(frames, push))
+    stamped = 0
+    while stamped < len(frames):  # every frame pushed comes back stamped in one agent frame
+        try:  # unless it was dropped (a late reader): then stop a second after the last push
+            output = await asyncio.wait_for(session.next_output(), 1.0 if sender.done() else None)
+        except asyncio.TimeoutError:
             break
-        trips.received()
+        if output is None:
+            break
+        if output.input_received_at is not None:
+            engine_share_ms.append((output.produced_at - output.input_received_at) * 1000)
+            stamped += 1
     await sender
     session.close()
 
@@ -101,43 +99,45 @@ async def engine_alone(clients: int, pcm: np.ndarray, checkpoint: str) -> dict:
 
     engine = Engine(load_model(checkpoint), EngineConfig(max_sessions=clients))
     loop_task = asyncio.create_task(engine.run())
-    latencies: list[float] = []
-    await asyncio.gather(*(engine_client(engine, pcm, latencies) for _ in range(clients)))
+    engine_share_ms: list[float] = []
+    await asyncio.gather(*(engine_client(engine, pcm, engine_share_ms) for _ in range(clients)))
     engine.stop()
     await loop_task
     metrics = engine.metrics()
     engine.close()
-    return {"latency": latencies, "tick_ms_p50": metrics["tick_ms_p50"], "tick_ms_p99": metrics["tick_ms_p99"],
-            "late_ticks": metrics["late_ticks"]}
+    return {"engine_share_ms": engine_share_ms, "tick_ms_p50": metrics["tick_ms_p50"],
+            "tick_ms_p99": metrics["tick_ms_p99"], "late_ticks": metrics["late_ticks"]}
 
 
 # ----- through the ingress --------------------------------------------------------------------------
-async def chat_client(url: str, pcm: np.ndarray, latencies: list[float], ping_ms: list[float],
-                      held: asyncio.Event, release: asyncio.Event) -> None:
+async def chat_client(url: str, pcm: np.ndarray, ping_ms: list[float], held: asyncio.Event,
+                      streamed: asyncio.Event, release: asyncio.Event) -> None:
     from plexray.serve.app.clients import ChatClient
 
-    async with ChatClient.connect(url, text_prompt="You take coffee orders.") as chat:
+    async with ChatClient.connect(url, text_prompt=PROMPT) as chat:
         await chat.handshake()
         held.set()
-        frames = pcm.reshape(-1, FRAME_SAMPLES)
-        trips = RoundTrips(latencies)
         pings: list[float] = []  # send times of pings not yet answered
 
-        async def send(frame):
+        async def send(k, frame):
             await chat.send_pcm(frame)
-            if len(trips.sent_at) % PING_EVERY_FRAMES == 0:  # 0x06 through proxy and replica, not the engine
+            if k % PING_EVERY_FRAMES == 0:  # 0x06 through proxy and replica, not the engine
                 pings.append(time.perf_counter())
                 await chat.send_raw(bytes([0x06]))
 
-        sender = asyncio.create_task(stream_in_real_time(frames, send, trips))
-        while not (sender.done() and trips.matched == len(frames) and not pings):
-            kind, value = await chat.next_event()
-            if kind == "audio" and value.size:
-                trips.received()
-            elif kind == "ping" and pings:
-                ping_ms.append((time.perf_counter() - pings.pop(0)) * 1000)
-        await sender
-        await release.wait()  # hold the session until the extra callers have been answered
+        async def read() -> None:  # every agent message is read, so none waits in a buffer
+            while True:
+                kind, _ = await chat.next_event()
+                if kind == "ping" and pings:
+                    ping_ms.append((time.perf_counter() - pings.pop(0)) * 1000)
+
+        reader = asyncio.create_task(read())
+        await stream_in_real_time(pcm.reshape(-1, FRAME_SAMPLES), send)
+        await asyncio.sleep(0.5)  # the last frames' agent answers and pongs
+        streamed.set()
+        await release.wait()  # hold the session until the extra callers and the metrics are done
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
 
 
 async def refused_caller(url: str) -> dict:
@@ -155,18 +155,30 @@ async def refused_caller(url: str) -> dict:
     return {"refused": False, "code": None, "error": "admitted beyond the cap", "seconds": time.perf_counter() - started}
 
 
+async def replica_metrics(base: str) -> list[dict]:
+    """Each replica's metrics as /voice/status shows them, after the next report has landed."""
+    import httpx
+
+    await asyncio.sleep(2 * STATUS_REPORT_S)
+    async with httpx.AsyncClient(base_url=base.replace("ws://", "http://"), timeout=10) as http:
+        fleet = (await http.get("/voice/status")).json()
+    return [replica["metrics"] for replica in fleet["replicas"]]
+
+
 async def through_ingress(base: str, clients: int, extra: int, pcm: np.ndarray) -> dict:
     url = base + "/api/chat"
-    latencies: list[float] = []
     ping_ms: list[float] = []
     held = [asyncio.Event() for _ in range(clients)]
+    streamed = [asyncio.Event() for _ in range(clients)]
     release = asyncio.Event()
-    tasks = [asyncio.create_task(chat_client(url, pcm, latencies, ping_ms, event, release)) for event in held]
+    tasks = [asyncio.create_task(chat_client(url, pcm, ping_ms, h, s, release)) for h, s in zip(held, streamed)]
     await asyncio.gather(*(event.wait() for event in held))
     refusals = [await refused_caller(url) for _ in range(extra)]  # the fleet is full: all are streaming
+    await asyncio.gather(*(event.wait() for event in streamed))
+    metrics = await replica_metrics(base)  # while the sessions are still held
     release.set()
     await asyncio.gather(*tasks)
-    return {"latency": latencies, "ping_ms": ping_ms, "refusals": refusals}
+    return {"ping_ms": ping_ms, "refusals": refusals, "replica_metrics": metrics}
 
 
 def free_port() -> int:
@@ -175,23 +187,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def histogram(path: Path, engine_ms: list[float], ingress_ms: list[float]) -> None:
-    import matplotlib
+def start_ray(checkpoint: str) -> int:
+    """A fresh local Ray cluster and Serve's proxy on a free loopback port (returned)."""
+    import ray
+    from ray import serve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    repo = Path(__file__).resolve().parent.parent
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"working_dir": str(repo), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"],
+                          "env_vars": {"PLEXRAY_DEMO_DIR": checkpoint}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
 
-    top = float(np.percentile(engine_ms + ingress_ms, 99.5))
-    bins = np.linspace(0, top, 60)
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    axis.hist(engine_ms, bins=bins, alpha=0.6, label=f"engine alone (p50 {np.median(engine_ms):.0f} ms)")
-    axis.hist(ingress_ms, bins=bins, alpha=0.6, label=f"through the ingress (p50 {np.median(ingress_ms):.0f} ms)")
-    axis.set_xlabel("frame round trip: user frame sent -> next agent audio decoded (ms)")
-    axis.set_ylabel("frames")
-    axis.set_title("plexray serve_load: demo model, loopback, real-time Opus speech")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+
+def app_settings(sessions: int, *more: str) -> dict:
+    """Application args of one replica with `sessions` slots on 1 CPU, reporting every STATUS_REPORT_S."""
+    return {"set": [f"serve.sessions_per_replica={sessions}", "serve.num_cpus=1",
+                    "serve.autoscaling={min_replicas: 1, max_replicas: 1}",
+                    "serve.security.new_sessions_per_minute=1000", f"serve.status_report_s={STATUS_REPORT_S}",
+                    *more]}
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def main() -> int:
@@ -206,9 +225,9 @@ def main() -> int:
     from plexray.model import ensure_demo_checkpoint
     from plexray.model.reference import default_demo_dir
 
+    load_at_start = load_average()
     checkpoint = str(ensure_demo_checkpoint(default_demo_dir()))
     pcm = speech(args.seconds)
-    pcm = pcm[: pcm.size - pcm.size % FRAME_SAMPLES]
 
     print(f"[1/2] engine alone: {args.clients} sessions, {args.seconds} s of speech each", file=sys.stderr)
     baseline = asyncio.run(engine_alone(args.clients, pcm, checkpoint))
@@ -218,49 +237,50 @@ def main() -> int:
 
     from plexray.serve.app.builders import ops_app, sessions_app
 
-    repo = Path(__file__).resolve().parent.parent
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"working_dir": str(repo), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"],
-                          "env_vars": {"PLEXRAY_DEMO_DIR": checkpoint}})
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app_args = {"set": [f"serve.sessions_per_replica={args.clients}", "serve.num_cpus=1",
-                        "serve.autoscaling={min_replicas: 1, max_replicas: 1}",
-                        "serve.security.new_sessions_per_minute=1000"]}
+    port = start_ray(checkpoint)
+    # No waiting line: the callers beyond the cap are to be refused at once (with one, they would wait
+    # serve.waiting_line.max_wait_s for a slot first).
+    settings = app_settings(args.clients, "serve.waiting_line.max_callers_per_replica=0")
     print(f"[2/2] through the ingress on 127.0.0.1:{port}, then {args.extra} callers beyond the cap", file=sys.stderr)
     try:
-        serve.run(sessions_app(app_args), name="plexray", route_prefix="/")
-        serve.run(ops_app(app_args), name="plexray-ops", route_prefix="/voice")
+        serve.run(sessions_app(settings), name="plexray", route_prefix="/")
+        serve.run(ops_app(settings), name="plexray-ops", route_prefix="/voice")
         ingress = asyncio.run(asyncio.wait_for(
             through_ingress(f"ws://127.0.0.1:{port}", args.clients, args.extra, pcm), args.seconds + 120))
-        import httpx
-
-        fleet = httpx.get(f"http://127.0.0.1:{port}/voice/status", timeout=10).json()
     finally:
         serve.shutdown()
         ray.shutdown()
 
-    engine_stats, ingress_stats = percentiles(baseline["latency"]), percentiles(ingress["latency"])
+    [replica] = ingress["replica_metrics"]  # one replica
     refusals = ingress["refusals"]
+    ping = percentiles(ingress["ping_ms"])
     summary = {
         "benchmark": "serve_load", "clients": args.clients, "seconds_each": args.seconds,
         "cpu_count": os.cpu_count(), "model": "demo",
-        "sessions_held": args.clients if len(ingress["latency"]) else 0,
-        "engine_alone": {**engine_stats, "tick_ms_p50": baseline["tick_ms_p50"], "tick_ms_p99": baseline["tick_ms_p99"],
+        "load_average_1m": {"start": load_at_start, "end": load_average()},
+        "clients_share_cores": True,  # clients, Serve's proxy and the replica all run on this machine
+        "engine_alone": {"engine_share": percentiles(baseline["engine_share_ms"]),
+                         "tick_ms_p50": baseline["tick_ms_p50"], "tick_ms_p99": baseline["tick_ms_p99"],
                          "late_ticks": baseline["late_ticks"]},
-        "through_ingress": {**ingress_stats, "ping_round_trip": percentiles(ingress["ping_ms"]),
-                            "replica_metrics": [r["metrics"] for r in fleet["replicas"]]},
-        "ingress_overhead_ms_p50": round(ingress_stats["p50_ms"] - engine_stats["p50_ms"], 2),
-        "ingress_over_engine_p50_ratio": round(ingress_stats["p50_ms"] / engine_stats["p50_ms"], 2),
-        "ingress_over_engine_p99_ratio": round(ingress_stats["p99_ms"] / engine_stats["p99_ms"], 2),
-        "extra_callers": args.extra,
+        "through_ingress": {
+            "in_replica_frame_latency_ms": {"p50": replica["frame_latency_ms_p50"],
+                                            "p99": replica["frame_latency_ms_p99"]},
+            "engine_share_ms": {"p50": replica["engine_share_ms_p50"], "p99": replica["engine_share_ms_p99"]},
+            "ingress_share_ms": {"p50": replica["ingress_share_ms_p50"], "p99": replica["ingress_share_ms_p99"]},
+            "frames_timed": replica["latency_frames"],
+            "ping_round_trip": ping,
+            "replica_metrics": replica,
+        },
+        # What the ingress adds to a frame: its share inside the replica, plus the proxy and the sockets
+        # (the ping round trip, which does not touch the engine).
+        "ingress_overhead_ms": {"in_replica_p50": replica["ingress_share_ms_p50"],
+                                "in_replica_p99": replica["ingress_share_ms_p99"],
+                                "ping_round_trip_p50": ping.get("p50_ms"), "ping_round_trip_p99": ping.get("p99_ms")},
+        "extra_callers": args.extra, "waiting_line": 0,
         "rejected_correctly": sum(r["refused"] for r in refusals),
         "time_to_reject_ms": percentiles([r["seconds"] * 1000 for r in refusals]),
         "refusals": [{k: v for k, v in r.items() if k != "seconds"} for r in refusals],
     }
-    png = args.out / "serve_load_latency.png"
-    histogram(png, baseline["latency"], ingress["latency"])
-    summary["histogram_png"] = str(png)
     (args.out / "serve_load.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

@@ -8,14 +8,22 @@ the reason the session ended. A conversation returns only once both loops have f
 
 A client hanging up is 'disconnected'; any other failure of a loop is a fault of this server:
 logged, and the socket closed with 1011 ('internal_error').
+
+Frame latency inside the replica (FrameLatency): each client message is stamped when `ws.receive()`
+returns, the engine carries the stamp of the user frame it consumed into that tick's agent frame,
+and the send loop records, once the frame is handed to the socket, the whole time in this replica
+and the engine's share of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import time
 import typing as tp
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from plexray.errors import PlexrayError
@@ -41,6 +49,43 @@ class ConversationLimits:
     max_protocol_errors: int = 20
 
 
+class FrameLatency:
+    """Per replica: how long user frames spend in this replica, over the last `history` agent frames.
+
+    For every agent frame whose tick consumed a user frame (silence ticks carry no stamp):
+      full   = user frame's message received (ws.receive() returned) -> agent frame handed to the socket
+      engine = the same message received -> agent frame published by the engine: the input's Opus
+               decode and push, the wait for the next tick (tick phase, up to 80 ms) and the tick itself
+      ingress = full - engine, per frame: the output queue's wake-up of the event loop, the protocol's
+               work (Opus encode) and the socket send; what the ingress adds after the engine.
+    Bounded: the oldest values are forgotten; `frames` counts every frame ever recorded.
+    """
+
+    def __init__(self, history: int = 4096):
+        self.full_s: collections.deque[float] = collections.deque(maxlen=history)
+        self.engine_s: collections.deque[float] = collections.deque(maxlen=history)
+        self.frames = 0
+
+    def record(self, output: SessionOutput, sent_at: float) -> None:
+        if output.input_received_at is None:
+            return
+        self.full_s.append(sent_at - output.input_received_at)
+        self.engine_s.append(output.produced_at - output.input_received_at)
+        self.frames += 1
+
+    def snapshot(self) -> dict:
+        """p50/p99 in ms of the three times (None before any frame), and the frame count."""
+        full, engine = np.asarray(self.full_s), np.asarray(self.engine_s)
+
+        def pct(values: np.ndarray, q: float) -> float | None:
+            return round(float(np.percentile(values, q)) * 1000, 3) if values.size else None
+
+        return {"frame_latency_ms_p50": pct(full, 50), "frame_latency_ms_p99": pct(full, 99),
+                "engine_share_ms_p50": pct(engine, 50), "engine_share_ms_p99": pct(engine, 99),
+                "ingress_share_ms_p50": pct(full - engine, 50), "ingress_share_ms_p99": pct(full - engine, 99),
+                "latency_frames": self.frames}
+
+
 class Protocol(tp.Protocol):
     name: str
 
@@ -48,8 +93,9 @@ class Protocol(tp.Protocol):
     async def send_output(self, ws: WebSocket, output: SessionOutput) -> None: ...
     async def send_error(self, ws: WebSocket, message: str, code: str) -> None: ...
     async def send_ended(self, ws: WebSocket, reason: str) -> None: ...
-    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
-        """Act on one raw ASGI receive message; False when the client asked to end the conversation."""
+    async def handle(self, ws: WebSocket, message: dict, session: Session, received_at: float) -> bool:
+        """Act on one raw ASGI receive message (received at `received_at`, time.monotonic());
+        False when the client asked to end the conversation."""
 
 
 class ChatProtocol:
@@ -83,14 +129,14 @@ class ChatProtocol:
     async def send_ended(self, ws: WebSocket, reason: str) -> None:
         pass  # the close frame that follows carries the reason
 
-    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
+    async def handle(self, ws: WebSocket, message: dict, session: Session, received_at: float) -> bool:
         if message.get("bytes") is None:
             raise ProtocolError("/api/chat takes binary messages (kind byte + payload), got a text message")
         decoded = binary.decode_client_message(message["bytes"])
         if decoded.kind is binary.Kind.AUDIO:
             pcm = self._decoder.decode(decoded.payload)
             if pcm.size and not self.paused:
-                session.push_pcm(pcm)
+                session.push_pcm(pcm, received_at=received_at)
         elif decoded.kind is binary.Kind.PING:
             await ws.send_bytes(binary.ping())
         elif decoded.kind is binary.Kind.CONTROL:
@@ -139,14 +185,14 @@ class VoiceProtocol:
     async def send_ended(self, ws: WebSocket, reason: str) -> None:
         await ws.send_text(json_protocol.ended(reason))
 
-    async def handle(self, ws: WebSocket, message: dict, session: Session) -> bool:
+    async def handle(self, ws: WebSocket, message: dict, session: Session, received_at: float) -> bool:
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         decoded = json_protocol.decode_client_message(raw)
         if decoded.type == "audio_chunk":
             # An empty chunk is no sign of life: pushing it would hold off the idle timeout for ever.
             # The session resamples the client's stream (any rate: the talk page sends 48 kHz) with state.
             if decoded.pcm.size:
-                session.push_pcm(decoded.pcm, decoded.sample_rate)
+                session.push_pcm(decoded.pcm, decoded.sample_rate, received_at=received_at)
         elif decoded.type == "ping":
             await ws.send_text(json_protocol.pong())
         elif decoded.type == "interrupt":
@@ -160,11 +206,13 @@ class VoiceProtocol:
 
 
 async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
-                   on_protocol_error: tp.Callable[[], None] = lambda: None) -> str:
+                   on_protocol_error: tp.Callable[[], None] = lambda: None,
+                   frame_latency: FrameLatency | None = None) -> str:
     """Run one accepted conversation to its end; returns why it ended. Always closes the session, and
-    returns only when its send and receive loops have both finished."""
+    returns only when its send and receive loops have both finished. `frame_latency`: the replica's
+    recorder of in-replica frame latency (None: not measured)."""
     client_reason: str | None = None  # set when the client ends the conversation (or breaks the protocol)
-    sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason))
+    sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason, frame_latency))
     receiver = asyncio.create_task(_receive_loop(ws, session, protocol, limits, on_protocol_error))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -192,12 +240,14 @@ async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: 
 
 
 async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
-                     client_reason: tp.Callable[[], str | None]) -> str:
+                     client_reason: tp.Callable[[], str | None], frame_latency: FrameLatency | None = None) -> str:
     try:
         if await session.wait_ready():
             await protocol.send_ready(ws)
         while (output := await session.next_output()) is not None:
             await protocol.send_output(ws, output)
+            if frame_latency is not None:
+                frame_latency.record(output, time.monotonic())
         reason = session.ended_reason or "closed"
         if reason == "closed":  # closed on this side: say why, when it was the client's doing
             reason = client_reason() or reason
@@ -225,13 +275,14 @@ async def _read_messages(ws: WebSocket, session: Session, protocol: Protocol, li
     errors = 0
     while True:
         message = await ws.receive()
+        received_at = time.monotonic()  # before decoding: the frame's time in this replica starts here
         if message["type"] == "websocket.disconnect":
             return "disconnected"
         try:
             size = _message_bytes(message)
             if size > limits.max_message_bytes:
                 raise ProtocolError(f"message of {size} bytes exceeds the limit of {limits.max_message_bytes} bytes")
-            if not await protocol.handle(ws, message, session):
+            if not await protocol.handle(ws, message, session, received_at):
                 return "client_end"
         except PlexrayError as exc:  # ProtocolError, BadAudioError: tell the client, keep the session
             errors += 1

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from plexray.serve.app import binary_protocol, json_protocol
 from plexray.serve.app.admission import BoundedLedger
-from plexray.serve.app.conversation import ChatProtocol, ConversationLimits, VoiceProtocol, converse
+from plexray.serve.app.conversation import ChatProtocol, ConversationLimits, FrameLatency, VoiceProtocol, converse
 from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.grounding import CONTEXT_PARAMETER, SessionGrounding
 from plexray.serve.app.personas import bad_request, resolve_persona, session_settings
@@ -67,6 +67,7 @@ class SessionService:
         self.sessions: dict[str, str | None] = {}  # live session id -> API key name
         self.waiting: dict[str, str | None] = {}  # session id of a caller in the waiting line -> API key name
         self.line = WaitingLine(config.waiting_line.max_callers_per_replica, config.waiting_line.max_wait_s)
+        self.frame_latency = FrameLatency()  # user frame received -> agent frame sent, all this replica's sessions
         self._engine_loop: asyncio.Task | None = None
         self._report_loop_task: asyncio.Task | None = None
 
@@ -122,8 +123,9 @@ class SessionService:
         metrics = self.engine.metrics()
         if self.telemetry is not None:
             self.telemetry.publish(metrics)
-        summary = {key: metrics[key] for key in ("tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped",
+        summary = {key: metrics[key] for key in ("ticks", "tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped",
                                                   "sessions_opened", "sessions_refused")}
+        summary.update(self.frame_latency.snapshot())
         capacity = self.engine.capacity if self.engine.failure is None else 0  # a failed engine seats nobody
         try:
             await self.ledger.report(self.replica_id, capacity, dict(self.sessions), summary, dict(self.waiting))
@@ -192,7 +194,7 @@ class SessionService:
                                      grounding.info if grounding is not None else None)
             limits = ConversationLimits(self.config.security.max_message_bytes)
             on_error = (lambda: self.telemetry.protocol_error(protocol.name)) if self.telemetry else (lambda: None)
-            reason = await converse(ws, session, protocol, limits, on_error)
+            reason = await converse(ws, session, protocol, limits, on_error, self.frame_latency)
             logger.info("session %s ended: %s", session_id, reason)
         finally:
             session.close()

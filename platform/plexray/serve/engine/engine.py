@@ -324,10 +324,11 @@ class Engine:
             return
         live_mask = _mask(batch, live, self._device)
         active_mask = _mask(batch, live + first, self._device)
+        received_at: dict[int, float | None] = {}  # slot -> when its user frame became complete (None: silence)
         if live:
             pcm = np.zeros((batch, FRAME_SAMPLES), np.float32)  # silence for a stalled client
             for index in live:
-                pcm[index] = self._next_user_frame(self._slots[index])
+                pcm[index], received_at[index] = self._next_user_frame(self._slots[index])
             self._lm.set_user_codes(self._mimi.encode(pcm, live_mask), live_mask)
 
         forced = self._forced_for(first)
@@ -344,19 +345,22 @@ class Engine:
             for index in live:
                 slot = self._slots[index]
                 slot.session._publish(SessionOutput(audio[index].copy(), self._text_piece(tokens[index]),
-                                                    tokens[index], tuple(codes[index])))
+                                                    tokens[index], tuple(codes[index]),
+                                                    input_received_at=received_at[index],
+                                                    produced_at=time.monotonic()))
                 slot.live_frames += 1
         for index in first:
             self._slots[index].phase = "live"
             self._slots[index].session._mark_ready()
 
-    def _next_user_frame(self, slot: Slot) -> np.ndarray:
-        frame, pushes = slot.session._take_input_frame()
+    def _next_user_frame(self, slot: Slot) -> tuple[np.ndarray, float | None]:
+        """The session's next user frame (silence if none is buffered) and when it became complete."""
+        frame, pushes, received_at = slot.session._take_input_frame()
         if pushes != slot.last_pushes:
             slot.last_pushes, slot.idle_frames = pushes, 0
         else:
             slot.idle_frames += 1
-        return np.zeros(FRAME_SAMPLES, np.float32) if frame is None else frame
+        return (np.zeros(FRAME_SAMPLES, np.float32), None) if frame is None else (frame, received_at)
 
     def _forced_for(self, first: list[int]) -> Forced:
         """The first step after a prompt re-imposes the prompt's last agent acoustic column (P-1)."""

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import dataclasses
 import threading
+import time
 
 import numpy as np
 
@@ -27,6 +28,11 @@ class SessionOutput:
     text: str
     text_token: int  # the raw text token id (padding included), for tests and logging
     audio_codes: tuple[int, ...]  # the agent's 8 Mimi codes of this frame, for tests and recording
+    # time.monotonic() when the user frame this tick consumed became complete (the push that supplied
+    # its last sample); None when the tick used silence because no full frame was buffered. With
+    # produced_at it times a frame through the engine (tick phase + tick); the ingress adds its own share.
+    input_received_at: float | None
+    produced_at: float  # time.monotonic() when the engine published this frame
 
 
 @dataclasses.dataclass
@@ -54,6 +60,12 @@ class Session:
         self._output_limit = output_buffer_frames
         self._input = np.zeros(0, np.float32)  # pending user samples, oldest first
         self._input_limit = input_buffer_frames * FRAME_SAMPLES
+        # Where each push ended in the user stream and when it was received, oldest first: a frame's
+        # stamp is that of the push that supplied its last sample. Positions count samples since the
+        # session began; _consumed is where _input starts (taken by the engine or dropped before it).
+        self._received = 0
+        self._consumed = 0
+        self._push_marks: collections.deque[tuple[int, float]] = collections.deque()
         self._pushes = 0  # push_pcm calls, so the engine can tell an idle client
         self._resampler = StreamResampler()  # the client's audio is one stream: filter state kept across pushes
         self._ready = False
@@ -63,24 +75,33 @@ class Session:
         self._changed: asyncio.Event | None = None
 
     # ----- caller side -------------------------------------------------------------------------
-    def push_pcm(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    def push_pcm(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE, received_at: float | None = None) -> None:
         """Queue user audio: mono, any length; float in [-1, 1] or integer PCM; 24 kHz unless told.
 
         Bad audio is repaired (NaN -> 0, clipping, resampling) or refused with BadAudioError; both
         are counted in `stats.audio`. Pushing into an ended session is ignored. Successive pushes are
         one stream: audio at another rate is resampled with the filter state carried from push to push
         (the first push at a rate holds back the filter's delay, under one frame).
+
+        `received_at`: when this audio reached the server (time.monotonic(); now if not given). The
+        agent frame of the tick that consumes the user frame this push completes carries it as
+        `SessionOutput.input_received_at`, so latency is measured from the caller's own clock reading.
         """
+        received_at = time.monotonic() if received_at is None else received_at
         with self._lock:
             samples = clean_pcm(pcm, sample_rate, self.stats.audio, self._resampler)
             self._pushes += 1
             if self._ended_reason is not None:
                 return
+            if samples.size:  # a push that yields no samples (a resampler filling up) completes nothing
+                self._received += samples.size
+                self._push_marks.append((self._received, received_at))
             pending = np.concatenate([self._input, samples]) if self._input.size else samples
             excess = pending.size - self._input_limit
             if excess > 0:  # the client is far ahead of real time: keep the newest audio
                 self.stats.input_dropped_samples += excess
                 pending = pending[excess:]
+                self._advance(excess)
             self._input = pending
 
     async def wait_ready(self) -> bool:
@@ -136,16 +157,31 @@ class Session:
         return self._changed
 
     # ----- engine side (called from the engine's tick thread) ---------------------------------
-    def _take_input_frame(self) -> tuple[np.ndarray | None, int]:
-        """The oldest full user frame [1920] (None if none buffered), and the push count so far."""
+    def _take_input_frame(self) -> tuple[np.ndarray | None, int, float | None]:
+        """The oldest full user frame [1920] (None if none buffered), the push count so far, and when
+        that frame became complete (the `received_at` of the push that supplied its last sample)."""
         with self._lock:
             pushes = self._pushes
             if self._input.size < FRAME_SAMPLES:
                 self.stats.input_underruns += 1
-                return None, pushes
+                return None, pushes, None
             frame, self._input = self._input[:FRAME_SAMPLES], self._input[FRAME_SAMPLES:]
+            completed_at = self._advance(FRAME_SAMPLES)
             self.stats.input_frames += 1
-            return frame, pushes
+            return frame, pushes, completed_at
+
+    def _advance(self, count: int) -> float | None:
+        """Move the consumed position `count` samples on (the caller holds self._lock) and return the
+        stamp of the push that supplied the last sample passed over; pushes wholly behind are forgotten."""
+        self._consumed += count
+        while self._push_marks and self._push_marks[0][0] < self._consumed:
+            self._push_marks.popleft()  # ended before the last sample passed over
+        if not self._push_marks:  # never for buffered samples: every sample came with its push's mark
+            return None
+        end, stamp = self._push_marks[0]  # the first push reaching the new position supplied its last sample
+        if end == self._consumed:
+            self._push_marks.popleft()  # wholly consumed now
+        return stamp
 
     def _publish(self, output: SessionOutput) -> None:
         with self._lock:
@@ -166,6 +202,8 @@ class Session:
             if self._ended_reason is None:
                 self._ended_reason = reason
             self._input = np.zeros(0, np.float32)
+            self._push_marks.clear()
+            self._consumed = self._received
         self._notify()
 
     @property
