@@ -135,12 +135,35 @@ def read_safetensors_header(path: Path) -> dict[str, torch.Tensor]:
 def stream_safetensors(path: Path, names: tp.Iterable[str] | None = None) -> tp.Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) one at a time, each a fresh CPU tensor (all names in the file by default).
 
-    The file is opened for each tensor: safe_open maps the whole file into memory, and every page
-    read stays in this process's resident set until it is closed, which would add the file's size
-    to the weights'."""
-    names = list(names) if names is not None else list(read_safetensors_header(path))
-    for name in names:
-        yield name, _with_safetensors(path, lambda handle: handle.get_tensor(name))
+    Each tensor's bytes are read from the file straight into the tensor's own memory. The file is not
+    mapped (safetensors' own reader maps it, and every page read stays in this process's resident set
+    until the mapping closes), so loading costs the tensors' memory and nothing beside it."""
+    header = read_safetensors_header(path)  # safetensors checks the header's offsets first
+    names = list(names) if names is not None else list(header)
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            header_bytes = int.from_bytes(handle.read(8), "little")
+            offsets = {name: entry["data_offsets"] for name, entry in json.loads(handle.read(header_bytes)).items()
+                       if name != "__metadata__"}
+            data_start = 8 + header_bytes
+            for name in names:
+                begin, end = offsets[name]
+                tensor = torch.empty(header[name].shape, dtype=header[name].dtype)
+                handle.seek(data_start + begin)
+                _read_exactly(handle, tensor.view(-1).view(torch.uint8).numpy(), path, name)
+                yield name, tensor
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc}") from None
+
+
+def _read_exactly(handle: tp.BinaryIO, target, path: Path, name: str) -> None:
+    """Fill `target` (a writable byte buffer) from the file; a short file is a CheckpointError."""
+    view, filled = memoryview(target), 0
+    while filled < len(view):  # one read returns at most ~2 GB on Linux
+        count = handle.readinto(view[filled:])
+        if not count:
+            raise CheckpointError(f"{path}: truncated: {name} needs {len(view)} bytes, the file has {filled}")
+        filled += count
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
