@@ -8,6 +8,7 @@ the real ledger replica's process under Serve (SIGSTOP) and lets it go again (SI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 
@@ -21,9 +22,11 @@ from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.ingress import status_app
 from plexray.serve.app.security import Caller
 from plexray.serve.config import ServeConfig
-from serve_helpers import API_KEY, run
+from serve_helpers import API_KEY, SESSIONS_PER_REPLICA, hold_a_session, let_go, run, status, wait_until
 
 GUARD_S = 60  # failure guard: without the bound these calls never return (not a timing assertion)
+# One replica: a caller beyond its sessions has nowhere else to go (no replica starting meanwhile).
+FLEET_OVERRIDES = ["serve.autoscaling={min_replicas: 1, max_replicas: 1}"]
 
 
 class Clock:
@@ -121,6 +124,23 @@ def test_callers_and_status_are_answered_while_the_ledger_replica_is_paused(serv
                 await asyncio.wait_for(chat.handshake(), GUARD_S)
         return refused.value
 
+    async def calls_with_the_replica_full_then_not(ledger: int) -> tuple[Refused, Refused]:
+        held = []
+        try:
+            for _ in range(SESSIONS_PER_REPLICA):
+                await hold_a_session(serve_fleet, held)
+            with paused(ledger):  # as while Serve restarts it
+                on_a_full_replica = await call()  # nobody could be seated: 'busy', without asking the ledger
+            await let_go(held[-1:])
+            del held[-1]
+            one_free = lambda: status(serve_fleet)["live_sessions"] == SESSIONS_PER_REPLICA - 1  # noqa: E731
+            await asyncio.to_thread(wait_until, one_free, GUARD_S, "the replica to free a slot")
+            with paused(ledger):
+                with_a_free_slot = await call()  # a slot is free, but admission needs the ledger
+            return on_a_full_replica, with_a_free_slot
+        finally:
+            await let_go(held)
+
     async def converse() -> list:
         async with ChatClient.connect(serve_fleet["ws"] + "/api/chat", api_key=API_KEY) as chat:
             await asyncio.wait_for(chat.handshake(), GUARD_S)
@@ -128,14 +148,23 @@ def test_callers_and_status_are_answered_while_the_ledger_replica_is_paused(serv
             return await asyncio.wait_for(events_until(chat, lambda kind, _: kind == "audio"), GUARD_S)
 
     ledger = _ledger_process()
-    os.kill(ledger, signal.SIGSTOP)  # the ledger stops answering, as while Serve restarts it
-    try:
-        refused = run(call())
-        status = httpx.get(serve_fleet["http"] + "/voice/status", timeout=GUARD_S).json()
-    finally:
-        os.kill(ledger, signal.SIGCONT)
-    assert refused.code == CloseCode.TRY_AGAIN_LATER and refused.reason.startswith("ledger_unavailable")
-    assert status["available"] is False and "ledger" in status["degraded"]
+    with paused(ledger):
+        degraded = httpx.get(serve_fleet["http"] + "/voice/status", timeout=GUARD_S).json()
+    assert degraded["available"] is False and "ledger" in degraded["degraded"]
+
+    busy, unavailable = run(calls_with_the_replica_full_then_not(ledger))
+    assert busy.code == CloseCode.TRY_AGAIN_LATER and busy.reason.startswith("busy")
+    assert unavailable.code == CloseCode.TRY_AGAIN_LATER and unavailable.reason.startswith("ledger_unavailable")
 
     events = run(converse())  # the ledger is back: a normal conversation works
     assert events[-1][0] == "audio"
+
+
+@contextlib.contextmanager
+def paused(process: int):
+    """The process stopped (SIGSTOP) for the block: it answers nothing, as a restarting replica."""
+    os.kill(process, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(process, signal.SIGCONT)

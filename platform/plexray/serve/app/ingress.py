@@ -165,6 +165,11 @@ class SessionService:
             self.grounding.query(persona.knowledge, context)  # a bad `context` is refused before admission
             if self.engine.failure is not None:  # refused before the ledger counts it against the caller
                 raise self._unavailable()
+            if caller.key_session_limit is None and self._full():
+                # Nobody can be seated here, and the ledger has nothing to add for this caller (its rate is
+                # not charged for a 'busy', it has no session limit): answered without two round trips to
+                # the ledger, which under a burst is most of what a refusal costs.
+                raise self._busy_full()
             await self.ledger.admit(self.replica_id, session_id, caller, self.engine.capacity)
         except AdmissionDenied as denied:
             await self._refuse(ws, denied, make_protocol(session_id, None))
@@ -213,8 +218,7 @@ class SessionService:
         if session is not None:
             return session
         if not self.line.has_room:
-            raise self._busy(f"all {self.engine.capacity} sessions of this replica are taken, {len(self.line)} "
-                             f"callers are waiting and the fleet is at its limit")
+            raise self._busy_full()
         self.waiting[session_id] = caller.key_name
         self._line_changed()
         started, outcome = time.monotonic(), "hung_up"
@@ -264,6 +268,14 @@ class SessionService:
             raise bad_request(str(exc)) from None
         except EngineUnavailableError:
             raise self._unavailable() from None
+
+    def _full(self) -> bool:
+        """Every engine slot taken and no room in the waiting line: a newcomer can only be told 'busy'."""
+        return self.engine.active_sessions >= self.engine.capacity and not self.line.has_room
+
+    def _busy_full(self) -> AdmissionDenied:
+        return self._busy(f"all {self.engine.capacity} sessions of this replica are taken, {len(self.line)} "
+                          f"callers are waiting and the fleet is at its limit")
 
     def _busy(self, why: str) -> AdmissionDenied:
         return AdmissionDenied("busy", f"{why}; retry in {self.config.busy_retry_after_s} s",
