@@ -104,11 +104,13 @@ def sampling_params(batch: int) -> "SamplingParams":
                           torch.arange(batch, dtype=torch.long))
 
 
-def step_teacher_forced(engine_lm, codes: torch.Tensor, position: int, slot: int):
+def step_teacher_forced(engine_lm, codes: torch.Tensor, position: int, slot: int,
+                        sliding_prompt_frames: int | None = None):
     """Step a BatchedLM one position with slot `slot` replaying `codes` [17, T]; the other slots sample.
 
     The slot's user codes of column position - 1 go in, and its text and agent tokens are imposed:
     text and codebook 0 of column `position`, codebooks 1-7 of column position - 1.
+    `sliding_prompt_frames` as BatchedLM.step takes it (None: re-rotate the whole pinned capacity).
     """
     batch = engine_lm.batch_size
     replaying = torch.zeros(batch, dtype=torch.bool)
@@ -125,4 +127,5 @@ def step_teacher_forced(engine_lm, codes: torch.Tensor, position: int, slot: int
     forced.audio_mask[slot] = True
     biases = TextBiases(torch.full((batch, 4), -1, dtype=torch.long), torch.ones(batch), torch.zeros(batch))
     active = torch.ones(batch, dtype=torch.bool)
-    return engine_lm.step(active, sampling_params(batch), sampling_params(batch), biases, forced, (50, 50))
+    return engine_lm.step(active, sampling_params(batch), sampling_params(batch), biases, forced, (50, 50),
+                          sliding_prompt_frames)

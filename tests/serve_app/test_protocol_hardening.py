@@ -188,7 +188,7 @@ class QuietSession:
     async def next_output(self):
         return None
 
-    def push_pcm(self, pcm, sample_rate=24000) -> None:
+    def push_pcm(self, pcm, sample_rate=24000, received_at=None) -> None:
         self.pushed.append(pcm)
 
     def poll_output(self):

@@ -80,6 +80,7 @@ class BatchedLM:
         self.initial = lm._get_initial_token()[0, :, 0].to(self.device)  # [17]
         self.delays = torch.tensor(lm.delays, device=self.device)
         graphs_off = not (cuda_graphs and self.device.type == "cuda")
+        self._graphed = not graphs_off
         self._temporal = CUDAGraphed(lm.forward_text, disable=graphs_off)
         self._depth = CUDAGraphed(self._depformer, disable=graphs_off)
 
@@ -146,8 +147,17 @@ class BatchedLM:
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, text_params: SamplingParams, audio_params: SamplingParams,
-             biases: TextBiases, forced: Forced, k_max: tuple[int, int]) -> StepOutput:
-        """Advance the `active` [B] slots by one position; the others' state does not change."""
+             biases: TextBiases, forced: Forced, k_max: tuple[int, int],
+             sliding_prompt_frames: int | None = None) -> StepOutput:
+        """Advance the `active` [B] slots by one position; the others' state does not change.
+
+        `sliding_prompt_frames`: the longest prompt among the active slots at or past the context (0 if
+        none), whose pinned prompts are re-rotated at this step (long_context.py); None: the whole pinned
+        capacity, as always under CUDA graphs (a captured step cannot vary).
+        """
+        for cache in self._pinned_caches:
+            whole = cache.prompt_keys.shape[2]
+            cache.rerotate_frames = whole if sliding_prompt_frames is None or self._graphed else sliding_prompt_frames
         inputs = self.inputs()
         self.lm.set_exec_mask(active)
         transformer_out, text_logits = self._temporal(inputs[:, :, None])  # [B, 1, dim], [B, 1, 1, V]

@@ -332,8 +332,10 @@ class Engine:
             self._lm.set_user_codes(self._mimi.encode(pcm, live_mask), live_mask)
 
         forced = self._forced_for(first)
+        sliding_prompt_frames = max((self._slots[index].plan.num_frames for index in live + first
+                                     if self._slots[index].position >= self._lm.context), default=0)
         out = self._lm.step(active_mask, self._params.text, self._params.audio, self._params.biases(),
-                            forced, self._k_max())
+                            forced, self._k_max(), sliding_prompt_frames)
         self._params.remember_text(out.text, active_mask)
         for index in live + first:
             self._slots[index].position += 1

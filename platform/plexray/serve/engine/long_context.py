@@ -20,7 +20,12 @@ conversation frame kept: prompt entry j is at position `last - C + 1 + j`, at di
 from the newest query. So the model always sees the distances of a fresh window [prompt][recent
 frames], never one longer than it was trained on. Re-rotating from the prompt keys as first
 written (un-rotated once, when the prompt is pinned) keeps rounding from accumulating over a long
-call; re-rotating only the P prompt entries costs P / C of the attention's own reads.
+call. Re-rotating costs a rotation and a copy over [B, H, n, D] in every layer, so the caller, which
+knows every slot's position and prompt length on the host, sets `rerotate_frames` before each step:
+n = the longest prompt among the slots that slide at this step, 0 when none does (no work at all).
+On CPU, re-rotating the whole pinned capacity (1000 entries) every tick took a third of a demo-model
+tick at B = 8. Under CUDA graphs, whose captured work cannot change from tick to tick, n is always the
+whole pinned capacity.
 
 Everything is per slot and written with tensor ops only (no host sync, static shapes), so slots of
 any age share one batch and a CUDA graph captured once keeps working across slides.
@@ -70,6 +75,7 @@ class PinnedPromptKVCache(RingKVCache):
         # The pinned prompt keys as first written, un-rotated: [B, H, prompt_capacity, D].
         self.prompt_keys = ring.cache.new_zeros(batch, heads, prompt_capacity, head_dim)
         self.max_period, self.interleave = max_period, interleave
+        self.rerotate_frames = prompt_capacity  # leading pinned entries re-rotated at the next step (docstring)
 
     def reset(self, reset_mask: torch.Tensor) -> None:
         super().reset(reset_mask)
@@ -111,10 +117,12 @@ class PinnedPromptKVCache(RingKVCache):
         positions = torch.where(entries > last, torch.full_like(positions, -1), positions)  # never written
 
         # Re-rotate the pinned prompt of sliding slots to sit right before the kept conversation.
-        pinned = self.prompt_keys.shape[2]
-        rerotated = rotate(self.prompt_keys, prompt_positions[:, :pinned].float(), self.max_period, self.interleave)
-        is_pinned = ((entries[:, :pinned] < prompt_len) & sliding & exec_mask.view(-1, 1)).view(batch, 1, pinned, 1)
-        self.cache[0][:, :, :pinned] = torch.where(is_pinned, rerotated, self.cache[0][:, :, :pinned])
+        pinned = self.rerotate_frames
+        if pinned:
+            rerotated = rotate(self.prompt_keys[:, :, :pinned], prompt_positions[:, :pinned].float(), self.max_period,
+                               self.interleave)
+            is_pinned = ((entries[:, :pinned] < prompt_len) & sliding & exec_mask.view(-1, 1)).view(batch, 1, pinned, 1)
+            self.cache[0][:, :, :pinned] = torch.where(is_pinned, rerotated, self.cache[0][:, :, :pinned])
 
         self.end_offset[:] = torch.where(exec_mask, self.end_offset + steps, self.end_offset)
         return KVCacheResult(self.cache[0], self.cache[1], positions)
