@@ -25,8 +25,8 @@ import base64
 import collections
 import dataclasses
 import json
+import multiprocessing
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -385,77 +385,96 @@ async def send_requests(urls: dict, requests: list[BadRequest], api_key: str, ta
 class GoodSession:
     """A conversation on /ws/voice that talks throughout: an audio_chunk every 80 ms, agent frames timed.
 
-    It runs on a thread with an event loop of its own, so the attacker's work in this process (thousands
-    of inputs, 60 connects at once) cannot delay the frames it times: its gaps are the server's. The
-    longest gap is kept per phase of the run (`phase`, set by the attacker: 'attack', then 'burst').
+    It runs in a process of its own (as a real caller would be), so neither this process's event loop nor
+    its interpreter lock, busy with thousands of inputs and 60 connects at once, can delay the frames it
+    times: its gaps are the server's. It stamps every agent frame with time.monotonic() (one clock for
+    every process on the machine); the longest gap is reported for the whole run and per phase, the
+    phases being marked here with `mark(name)` (a gap counts in the phase where it ends).
     """
 
     def __init__(self, urls: dict, api_key: str):
         self.urls, self.api_key = urls, api_key
-        self.frames = 0
-        self.phase = "attack"
-        self.longest_gap_s: dict[str, float] = collections.defaultdict(float)
-        self.ended: str | None = None  # why it ended before the run did, if it did
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._talk()), name="good-session", daemon=True)
+        self._phases: list[tuple[float, str]] = [(0.0, "attack")]
+        self._connection, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_talk_in_this_process, args=(urls, api_key, child), name="good-session", daemon=True)
 
     async def start(self) -> None:
-        self._thread.start()
-        started = time.monotonic()
-        while not self._ready.is_set() and self._thread.is_alive() and time.monotonic() - started < CONNECT_S:
-            await asyncio.sleep(0.05)
-        if not self._ready.is_set():
-            raise RuntimeError(f"the good session did not start: {self.ended}")
+        self._process.start()
+        message = await asyncio.to_thread(self._receive, CONNECT_S)
+        if message != "ready":
+            self._process.kill()
+            raise RuntimeError(f"the good session did not start: {message}")
+
+    def mark(self, phase: str) -> None:
+        self._phases.append((time.monotonic(), phase))
 
     async def stop(self) -> dict:
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join)
-        gaps = {phase: round(gap, 3) for phase, gap in self.longest_gap_s.items()}
-        return {"agent_frames": self.frames, "longest_gap_s": max(gaps.values(), default=0.0),
-                "longest_gap_s_by_phase": gaps, "ended_early": self.ended}
+        self._connection.send("stop")
+        result = await asyncio.to_thread(self._receive, CONNECT_S)
+        await asyncio.to_thread(self._process.join, CONNECT_S)
+        if not isinstance(result, dict):
+            return {"agent_frames": 0, "longest_gap_s": None, "ended_early": f"no report: {result}"}
+        times = result["frame_times"]
+        gaps: dict[str, float] = {phase: 0.0 for _, phase in self._phases}
+        for before, after in zip(times, times[1:]):
+            phase = [name for started, name in self._phases if started <= after][-1]
+            gaps[phase] = max(gaps[phase], after - before)
+        return {"agent_frames": len(times), "longest_gap_s": round(max(gaps.values(), default=0.0), 3),
+                "longest_gap_s_by_phase": {phase: round(gap, 3) for phase, gap in gaps.items()},
+                "ended_early": result["ended"]}
 
-    async def _talk(self) -> None:
+    def _receive(self, timeout_s: float):
+        if not self._connection.poll(timeout_s):
+            return f"nothing within {timeout_s:g} s"
         try:
-            async with _connect(self.urls["ws"] + "/ws/voice/assistant", self.api_key) as ws:
-                connected = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_S))
-                if connected.get("type") != "connected":
-                    self.ended = f"refused: {connected}"
-                    return
-                self._ready.set()
-                speaking = asyncio.create_task(self._speak(ws))
-                try:
-                    await self._listen(ws)
-                finally:
-                    speaking.cancel()
-                    await asyncio.gather(speaking, return_exceptions=True)
-        except (ConnectionClosed, OSError, TimeoutError) as exc:
-            self.ended = f"{type(exc).__name__}: {exc}"
+            return self._connection.recv()
+        except EOFError:
+            return "the process exited"
 
-    async def _speak(self, ws) -> None:
-        voice = _tone(FRAME_S)
-        next_at = time.monotonic()
-        while True:
-            await ws.send(json_protocol.encode_client_audio(voice))
-            next_at += FRAME_S
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    async def _listen(self, ws) -> None:
-        last = None
-        while not self._stop.is_set():
+def _talk_in_this_process(urls: dict, api_key: str, connection) -> None:
+    """The good session's process: talk until told to stop, then send back every agent frame's time."""
+    frame_times: list[float] = []
+    ended = asyncio.run(_talk(urls, api_key, connection, frame_times))
+    connection.send({"frame_times": frame_times, "ended": ended})
+
+
+async def _talk(urls: dict, api_key: str, connection, frame_times: list[float]) -> str | None:
+    """Returns why the conversation ended before it was told to stop (None if it did not)."""
+    try:
+        async with _connect(urls["ws"] + "/ws/voice/assistant", api_key) as ws:
+            connected = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_S))
+            if connected.get("type") != "connected":
+                connection.send(f"refused: {connected}")
+                return f"refused: {connected}"
+            connection.send("ready")
+            speaking = asyncio.create_task(_speak(ws))
             try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), STOP_POLL_S))
-            except TimeoutError:  # no frame yet: look at the stop flag (a gap is measured at the next frame)
-                continue
-            if message.get("type") == "audio_chunk":
-                now = time.monotonic()
-                if last is not None:
-                    self.longest_gap_s[self.phase] = max(self.longest_gap_s[self.phase], now - last)
-                last = now
-                self.frames += 1
-            elif message.get("type") == "ended":
-                self.ended = f"ended: {message.get('reason')}"
-                return
+                while not connection.poll():
+                    try:
+                        message = json.loads(await asyncio.wait_for(ws.recv(), STOP_POLL_S))
+                    except TimeoutError:  # no frame yet: look whether the run is over
+                        continue
+                    if message.get("type") == "audio_chunk":
+                        frame_times.append(time.monotonic())
+                    elif message.get("type") == "ended":
+                        return f"ended: {message.get('reason')}"
+                return None
+            finally:
+                speaking.cancel()
+                await asyncio.gather(speaking, return_exceptions=True)
+    except (ConnectionClosed, OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def _speak(ws) -> None:
+    voice = _tone(FRAME_S)
+    next_at = time.monotonic()
+    while True:
+        await ws.send(json_protocol.encode_client_audio(voice))
+        next_at += FRAME_S
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 async def busy_burst(urls: dict, api_key: str, callers: int) -> dict:
@@ -601,7 +620,7 @@ async def attack(urls: dict, api_key: str, scale: int, burst_callers: int, capac
             await flood_errors(urls, route, api_key, 25, tally)
         held = await hold_the_fleet(urls, api_key, capacity - 1)  # the good session holds the other slot
         try:
-            good.phase = "burst"
+            good.mark("burst")
             burst = await busy_burst(urls, api_key, burst_callers)
         finally:
             await let_go(held)

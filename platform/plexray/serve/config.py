@@ -129,9 +129,9 @@ class ServeConfig(StrictModel):
     sessions_per_replica: int = pydantic.Field(
         4, ge=1, le=1024, description="engine slots per replica = live sessions a replica may hold")
     reject_headroom: int = pydantic.Field(
-        2, ge=1, description="extra Serve request slots per replica (beyond sessions and waiting callers), used "
+        8, ge=1, description="extra Serve request slots per replica (beyond sessions and waiting callers), used "
                              "only to answer 'busy' to callers beyond the cap (without them Serve would hang or "
-                             "answer a bare 500)")
+                             "answer a bare 500); a burst of callers is answered this many at a time")
     busy_retry_after_s: int = pydantic.Field(5, ge=1, description="Retry-After sent with a 'busy' answer")
     num_gpus: float = pydantic.Field(0.0, ge=0, description="GPUs per replica (1 for the real model)")
     num_cpus: float = pydantic.Field(1.0, ge=0, description="CPUs per replica")
