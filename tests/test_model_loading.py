@@ -14,7 +14,7 @@ from plexray.model import load_model, reference
 from plexray.model.prompt import build_prompt_frames, wrap_system_prompt
 from plexray.model.voice_prefill import read_voice_prefill
 from plexray.model.voices import encode_voice
-from replica import make_hub_cache
+from replica import GOLDEN_DIR, make_hub_cache
 
 
 @pytest.fixture
@@ -111,6 +111,21 @@ def test_truncated_safetensors(demo_checkpoint, tmp_path):
     lm_file.write_bytes(lm_file.read_bytes()[: lm_file.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
         load_model(str(broken))
+
+
+def test_streamed_tensors_equal_safetensors_own_reader(demo_checkpoint):
+    """The loader reads each tensor's bytes itself (no memory map): the same names, dtypes and values as
+    safetensors' own reader, for float32 (the demo) and bfloat16 (the golden checkpoint, NVIDIA's dtype)."""
+    import safetensors.torch
+
+    from plexray.model.loader import stream_safetensors
+
+    for path in (demo_checkpoint / reference.LM_FILE, GOLDEN_DIR / reference.LM_FILE):
+        expected = safetensors.torch.load_file(str(path))
+        streamed = dict(stream_safetensors(path))
+        assert list(streamed) == list(expected), path
+        for name, tensor in expected.items():
+            assert streamed[name].dtype == tensor.dtype and torch.equal(streamed[name], tensor), f"{path}: {name}"
 
 
 def test_corrupted_safetensors_header(demo_checkpoint, tmp_path):
