@@ -32,13 +32,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import sphn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
 from plexray.serve.app import binary_protocol as binary
 from plexray.serve.app import json_protocol
+from ogg_pages import OPUS_HEAD_AT, opus_pages, tone, with_byte  # tests/serve_app (on sys.path)
 from serve_helpers import OVERRIDES  # tests/serve_app: the fleet the serve-app tests run (on sys.path)
 
 ANSWER_S = 15.0  # an input with no answer within this is 'silent' (generous: the machine is shared)
@@ -80,35 +80,19 @@ class BadRequest:
 
 
 # ----- the inputs ---------------------------------------------------------------------------------
-def _with_byte(page: bytes, offset: int, value: int) -> bytes:
-    """`page` with one byte changed and its CRC recomputed: well-formed Ogg carrying a bad field."""
-    changed = bytearray(page)
-    changed[offset] = value
-    changed[22:26] = bytes(4)
-    changed[22:26] = binary.ogg_crc(bytes(changed)).to_bytes(4, "little")
-    return bytes(changed)
-
-
-def _tone(seconds: float) -> np.ndarray:
-    return (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE)).astype(np.float32)
-
-
-OPUS_HEAD_AT = 28  # 27-byte page header + a 1-entry segment table
-
-
 def ogg_streams(rng: random.Random, count: int) -> list[bytes]:
     """Opus streams that are wrong from their first page: truncated, corrupt, a bad OpusHead, pages out of order."""
-    pages = [page.raw for page in binary.split_ogg_pages(sphn.OpusStreamWriter(SAMPLE_RATE).append_pcm(_tone(1.0)))]
+    pages = opus_pages(1.0)
     head, tags, audio = pages[0], pages[1], pages[2:]
     fixed = [
         head[:OPUS_HEAD_AT + 10],  # OpusHead page cut short (its 19 bytes announced, 10 sent)
         head + tags + audio[0][:30],  # an audio page cut short
         head + tags + audio[0][:-1] + bytes([audio[0][-1] ^ 0xFF]),  # checksum wrong
-        _with_byte(head, 4, 1) + tags,  # Ogg version 1
-        _with_byte(head, OPUS_HEAD_AT + 8, 16) + tags,  # OpusHead version 16
-        _with_byte(head, OPUS_HEAD_AT + 9, 2) + tags,  # stereo
-        _with_byte(head, OPUS_HEAD_AT + 9, 0) + tags,  # no channels
-        _with_byte(head, OPUS_HEAD_AT, ord("X")) + tags,  # not an OpusHead
+        with_byte(head, 4, 1) + tags,  # Ogg version 1
+        with_byte(head, OPUS_HEAD_AT + 8, 16) + tags,  # OpusHead version 16
+        with_byte(head, OPUS_HEAD_AT + 9, 2) + tags,  # stereo
+        with_byte(head, OPUS_HEAD_AT + 9, 0) + tags,  # no channels
+        with_byte(head, OPUS_HEAD_AT, ord("X")) + tags,  # not an OpusHead
         b"".join(audio[:2]),  # audio before any OpusHead
         head + audio[0],  # no OpusTags
     ]
@@ -469,7 +453,7 @@ async def _talk(urls: dict, api_key: str, connection, frame_times: list[float]) 
 
 
 async def _speak(ws) -> None:
-    voice = _tone(FRAME_S)
+    voice = tone(FRAME_S)
     next_at = time.monotonic()
     while True:
         await ws.send(json_protocol.encode_client_audio(voice))

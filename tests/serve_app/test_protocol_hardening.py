@@ -13,13 +13,13 @@ import logging
 
 import numpy as np
 import pytest
-import sphn
 
 from plexray.serve.app import binary_protocol as binary
 from plexray.serve.app import json_protocol
 from plexray.serve.app.conversation import ConversationLimits, VoiceProtocol, converse
 from plexray.serve.app.errors import CloseCode, ProtocolError
 from plexray.serve.engine.session import SessionStats
+from ogg_pages import OPUS_HEAD_AT, opus_pages, with_byte
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 HUGE_NUMBER = "9" * 5000
@@ -62,26 +62,9 @@ def test_binary_metadata_of_any_shape_is_a_protocol_error(payload, problem):
         binary.decode_client_message(bytes([binary.Kind.METADATA]) + payload)
 
 
-def _tone(seconds: float = 1.0) -> np.ndarray:
-    return (0.3 * np.sin(2 * np.pi * 220 * np.arange(int(24000 * seconds)) / 24000)).astype(np.float32)
-
-
-@pytest.fixture
-def opus_pages() -> list[bytes]:
-    """A real sphn Ogg/Opus stream, page by page: OpusHead, OpusTags, then audio pages."""
-    return [page.raw for page in binary.split_ogg_pages(sphn.OpusStreamWriter(24000).append_pcm(_tone()))]
-
-
-def _with_byte(page: bytes, offset: int, value: int) -> bytes:
-    """`page` with one byte changed and its CRC recomputed: well-formed Ogg carrying a bad field."""
-    changed = bytearray(page)
-    changed[offset] = value
-    changed[22:26] = bytes(4)
-    changed[22:26] = binary.ogg_crc(bytes(changed)).to_bytes(4, "little")
-    return bytes(changed)
-
-
-OPUS_HEAD_AT = 28  # 27-byte page header + a 1-entry segment table
+@pytest.fixture(name="opus_pages")
+def opus_pages_fixture() -> list[bytes]:
+    return opus_pages()
 
 
 def test_the_page_crc_matches_sphn(opus_pages):
@@ -94,11 +77,11 @@ def test_the_page_crc_matches_sphn(opus_pages):
     (lambda pages: pages[0][:OPUS_HEAD_AT + 19] + b"".join(pages[1:3]) + pages[3][:-5], "truncated"),
     (lambda pages: pages[0] + pages[1] + pages[2][:30], "truncated"),
     (lambda pages: pages[0] + pages[1] + pages[2][:-1] + bytes([pages[2][-1] ^ 0xFF]), "checksum"),
-    (lambda pages: _with_byte(pages[0], 4, 1) + b"".join(pages[1:]), "version"),
-    (lambda pages: _with_byte(pages[0], OPUS_HEAD_AT + 8, 16) + b"".join(pages[1:]), "OpusHead version 16"),
-    (lambda pages: _with_byte(pages[0], OPUS_HEAD_AT + 9, 2) + b"".join(pages[1:]), "2 channels"),
-    (lambda pages: _with_byte(pages[0], OPUS_HEAD_AT + 9, 0) + b"".join(pages[1:]), "0 channels"),
-    (lambda pages: _with_byte(pages[0], OPUS_HEAD_AT, ord("X")) + b"".join(pages[1:]), "OpusHead"),
+    (lambda pages: with_byte(pages[0], 4, 1) + b"".join(pages[1:]), "version"),
+    (lambda pages: with_byte(pages[0], OPUS_HEAD_AT + 8, 16) + b"".join(pages[1:]), "OpusHead version 16"),
+    (lambda pages: with_byte(pages[0], OPUS_HEAD_AT + 9, 2) + b"".join(pages[1:]), "2 channels"),
+    (lambda pages: with_byte(pages[0], OPUS_HEAD_AT + 9, 0) + b"".join(pages[1:]), "0 channels"),
+    (lambda pages: with_byte(pages[0], OPUS_HEAD_AT, ord("X")) + b"".join(pages[1:]), "OpusHead"),
     (lambda pages: b"".join(pages[2:]), "before its OpusHead"),
     (lambda pages: pages[0] + pages[2], "OpusTags"),
 ])
