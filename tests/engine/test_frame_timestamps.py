@@ -82,7 +82,7 @@ def test_frame_latency_splits_the_engine_share_from_the_ingress_share():
     for start in (10.0, 20.0, 30.0, 40.0):  # the first one falls out of the 3-frame history
         recorder.record(_output(start, start + 0.050), sent_at=start + 0.060)
     snapshot = recorder.snapshot()
-    assert snapshot["latency_frames"] == 4 and len(recorder.full_s) == 3
+    assert snapshot["latency_frames"] == 4 and len(recorder.full_ms) == 3
     assert abs(snapshot["frame_latency_ms_p50"] - 60.0) < 1e-6
     assert abs(snapshot["engine_share_ms_p99"] - 50.0) < 1e-6
     assert abs(snapshot["ingress_share_ms_p50"] - 10.0) < 1e-6

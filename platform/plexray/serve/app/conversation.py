@@ -32,6 +32,7 @@ from plexray.serve.app import json_protocol
 from plexray.serve.app.errors import CloseCode, ProtocolError
 from plexray.serve.app.security import replica_logger
 from plexray.serve.engine import Session, SessionOutput
+from plexray.serve.engine.metrics import percentile
 
 logger = replica_logger()
 
@@ -62,24 +63,21 @@ class FrameLatency:
     """
 
     def __init__(self, history: int = 4096):
-        self.full_s: collections.deque[float] = collections.deque(maxlen=history)
-        self.engine_s: collections.deque[float] = collections.deque(maxlen=history)
+        self.full_ms: collections.deque[float] = collections.deque(maxlen=history)
+        self.engine_ms: collections.deque[float] = collections.deque(maxlen=history)
         self.frames = 0
 
     def record(self, output: SessionOutput, sent_at: float) -> None:
         if output.input_received_at is None:
             return
-        self.full_s.append(sent_at - output.input_received_at)
-        self.engine_s.append(output.produced_at - output.input_received_at)
+        self.full_ms.append((sent_at - output.input_received_at) * 1000)
+        self.engine_ms.append((output.produced_at - output.input_received_at) * 1000)
         self.frames += 1
 
     def snapshot(self) -> dict:
         """p50/p99 in ms of the three times (None before any frame), and the frame count."""
-        full, engine = np.asarray(self.full_s), np.asarray(self.engine_s)
-
-        def pct(values: np.ndarray, q: float) -> float | None:
-            return round(float(np.percentile(values, q)) * 1000, 3) if values.size else None
-
+        full, engine = np.asarray(self.full_ms), np.asarray(self.engine_ms)
+        pct = percentile
         return {"frame_latency_ms_p50": pct(full, 50), "frame_latency_ms_p99": pct(full, 99),
                 "engine_share_ms_p50": pct(engine, 50), "engine_share_ms_p99": pct(engine, 99),
                 "ingress_share_ms_p50": pct(full - engine, 50), "ingress_share_ms_p99": pct(full - engine, 99),

@@ -12,6 +12,11 @@ import dataclasses
 import numpy as np
 
 
+def percentile(values, q: float) -> float | None:
+    """The q-th percentile of `values` (any sequence of numbers), rounded to 3 decimals; None if empty."""
+    return round(float(np.percentile(np.asarray(values), q)), 3) if len(values) else None
+
+
 @dataclasses.dataclass
 class EngineMetrics:
     history: int
@@ -29,9 +34,7 @@ class EngineMetrics:
         self.session_prefill_ms: collections.deque[float] = collections.deque(maxlen=self.history)
 
     def snapshot(self) -> dict:
-        def pct(values, q):
-            return round(float(np.percentile(np.asarray(values), q)), 3) if values else None
-
+        pct = percentile
         return {
             "ticks": self.ticks,
             "tick_ms_p50": pct(self.tick_ms, 50), "tick_ms_p99": pct(self.tick_ms, 99),
