@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # serve_on_loopback: a free port
+from serve_on_loopback import free_port  # noqa: E402
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 PING_EVERY_FRAMES = 6
@@ -179,12 +181,6 @@ async def through_ingress(base: str, clients: int, extra: int, pcm: np.ndarray) 
     release.set()
     await asyncio.gather(*tasks)
     return {"ping_ms": ping_ms, "refusals": refusals, "replica_metrics": metrics}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_ray(checkpoint: str) -> int:
