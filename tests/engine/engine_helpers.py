@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -36,18 +38,34 @@ def run_alone(engine, session, audio: np.ndarray, ticks: int) -> list:
     return outputs
 
 
-def run_session(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray, neighbours: list[SessionSettings],
-         user_codes: list[list[int]] | None = None):
-    """Open the session (and its neighbours), tick until it is live, then feed 100 user frames
-    (and, if given, impose `user_codes` as the session's Mimi codes of those frames).
+@dataclasses.dataclass
+class SessionTrace:
+    """What one engine session computed: the prompt's text logits and every step after the prompt."""
 
-    Returns (greedy text token of every prompt position, [text + 8 agent codes] per output frame).
+    prompt_text_logits: torch.Tensor  # [P, text_card] at each prompt position (P = 0 without a prompt phase)
+    text_logits: torch.Tensor  # [S, text_card] at each step after the prompt (the first one included)
+    audio_logits: torch.Tensor  # [S, 8, card] the agent depformer's logits at those steps
+    outputs: list[list[int]]  # [text + 8 agent codes] per output frame
+
+    @property
+    def prompt_tokens(self) -> list[int]:
+        return self.prompt_text_logits.argmax(-1).tolist()
+
+
+def run_session(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray, neighbours: list[SessionSettings],
+                user_codes: list[list[int]] | None = None, forced_path: list[list[int]] | None = None) -> SessionTrace:
+    """Open the session (and its neighbours), tick until it is live, then feed 100 user frames.
+
+    `user_codes`: imposed as the session's Mimi codes of those frames. `forced_path`: teacher forcing,
+    the tokens [text, agent codebooks 0-7] the session takes at each step after the prompt instead of
+    sampling them (a token the engine itself imposes, the prompt's last acoustic column at the first
+    step, stays imposed), so that its logits can be compared along another generator's path.
     """
     lm = engine.bundle.lm
     session = engine.open_session(settings)
     others = [engine.open_session(other) for other in neighbours]
     slot = next(i for i, s in enumerate(engine._slots) if s is None)  # the first free slot: ours, admitted first
-    prompt_outputs = []
+    prompt_outputs, text_logits, audio_logits = [], [], []
     recording = False
 
     def capture(module, args, output):
@@ -64,7 +82,23 @@ def run_session(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray,
         finally:
             recording = False
 
-    engine._lm.prefill = prefill
+    original_step = engine._lm.step
+
+    def step(active, text_params, audio_params, biases, forced, *args):
+        ours = bool(active[slot])
+        if ours and forced_path is not None:
+            tokens = torch.tensor(forced_path[len(text_logits)])
+            forced.text[slot], forced.text_mask[slot] = tokens[0], True
+            free = ~forced.audio_mask[slot]
+            forced.audio[slot] = torch.where(free, tokens[1:], forced.audio[slot])
+            forced.audio_mask[slot] = True
+        out = original_step(active, text_params, audio_params, biases, forced, *args)
+        if ours:
+            text_logits.append(out.text_logits[slot].clone())
+            audio_logits.append(out.audio_logits[slot].clone())
+        return out
+
+    engine._lm.prefill, engine._lm.step = prefill, step
     original_encode, frame_codes = engine._mimi.encode, None
 
     def encode(pcm, slots):
@@ -91,11 +125,13 @@ def run_session(engine: Engine, settings: SessionSettings, user_pcm: np.ndarray,
             outputs.append([output.text_token, *output.audio_codes])
     finally:
         hook.remove()
-    if not prompt_outputs:  # a family without a prompt phase
-        return [], outputs
+        del engine._lm.prefill, engine._lm.step, engine._mimi.encode  # the class's methods again
     with torch.no_grad():
-        prompt_logits = lm.text_linear(lm.out_norm(torch.cat(prompt_outputs)[None]))[0]
-    return prompt_logits.argmax(-1).tolist(), outputs
+        if prompt_outputs:
+            prompt_text_logits = lm.text_linear(lm.out_norm(torch.cat(prompt_outputs)[None]))[0].float()
+        else:  # a family without a prompt phase
+            prompt_text_logits = torch.zeros(0, lm.text_card)
+    return SessionTrace(prompt_text_logits, torch.stack(text_logits), torch.stack(audio_logits), outputs)
 
 
 def sampling_params(batch: int) -> "SamplingParams":

@@ -1,26 +1,23 @@
 """The real repository's path, end to end at toy size: `hf://nvidia/personaplex-7b-v1` from the HF
 cache (config.json without architecture, moshi 0.1 tensor names, voices.tgz with NVIDIA's own
 NATF0.pt, dist.tgz), the platform supplying the architecture, and a greedy conversation with the
-shipped voice that reproduces NVIDIA's own tokens."""
+shipped voice that follows NVIDIA's own inference."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import sphn
 
-from engine_helpers import GENERATED_FRAMES, GREEDY, run_session
+from nvidia_golden import MIN_DECISIVE_LOGITS, agreements, load_golden, nvidia_path_session
 from plexray.errors import CheckpointError
 from plexray.model import load_model
 from plexray.model.prompt import PromptCodes
-from plexray.serve.engine import Engine, EngineConfig, SessionSettings
+from plexray.serve.engine import Engine, EngineConfig
 from replica import GOLDEN_DIR, NVIDIA_REPO, REPLICA_ARCHITECTURE, make_hub_cache, write_personaplex_replica
 from repo_paths import REPO_ROOT
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # as the golden files were made
+pytestmark = pytest.mark.usefixtures("one_thread")  # thousands of tiny steps: one thread is faster here
 
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
@@ -48,11 +45,12 @@ def test_replica_loads_as_the_real_repo(hub_cache):
 
 
 def test_replica_converses_with_the_shipped_voice_as_nvidia_does(hub_cache):
-    golden = json.loads((GOLDEN_DIR / "golden.json").read_text())
+    """Along NVIDIA's own greedy path (teacher forcing, see nvidia_golden.py), the replica's logits are
+    NVIDIA's and so is every decisive token."""
+    golden = load_golden()
     user_pcm = sphn.read(str(GOLDEN_DIR / "user.wav"))[0][0].astype(np.float32)
     bundle = load_model(f"hf://{NVIDIA_REPO}", cache_dir=hub_cache, **REPLICA_ARCHITECTURE)
-    settings = SessionSettings(text_prompt=golden["text_prompt"], voice="NATF0", **GREEDY)
     with Engine(bundle, EngineConfig(max_sessions=1)) as engine:
-        prompt_tokens, outputs = run_session(engine, settings, user_pcm, [])
-    assert prompt_tokens == golden["sessions"]["pt"]["prompt_text_argmax"]
-    assert outputs == golden["sessions"]["pt"]["outputs"][1:1 + GENERATED_FRAMES]
+        trace = nvidia_path_session(engine, golden, "pt", user_pcm)
+    for agreement in agreements(trace, golden, "pt"):
+        agreement.check(MIN_DECISIVE_LOGITS)
