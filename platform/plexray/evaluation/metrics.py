@@ -17,7 +17,7 @@ import typing as tp
 import numpy as np
 
 from plexray.evaluation.testset import TASKS
-from plexray.speech.asr import Transcriber, Word
+from plexray.speech.asr import Transcriber, Word, transcribe_speech
 from plexray.speech.vad import Segment, merge_segments, speech_segments
 
 # FDB v1 take-over: a span of words this long, or more words than this in a shorter span.
@@ -69,14 +69,16 @@ def backchannels(agent_segments: tp.Sequence[Segment], agent_words: tp.Sequence[
 
     Each VAD segment of the agent: longer than 3 s is a take-over; shorter than 1 s with at most 2
     words (words overlapping the segment) is a backchannel; anything between is neither. The rate is
-    backchannels per second of output. Unlike FDB, segments come from VAD at its own 16 kHz rate
-    (FDB passed 24 kHz audio to it, stretching every segment x1.5, which turns 0.7-1 s utterances into
-    non-backchannels and 2-3 s ones into take-overs).
+    backchannels per second of output. Two differences from FDB: the segments come from VAD at its
+    own 16 kHz rate (FDB passed 24 kHz audio to it, stretching every segment x1.5, which turns 0.7-1 s
+    utterances into non-backchannels and 2-3 s ones into take-overs); and they are merged over gaps
+    of up to 0.5 s first (FDB v1.5's gap for the model's speech), so the "Well," before a comma's
+    pause is part of a sentence, not a backchannel, and a long turn with pauses is one take-over.
     """
     if output_duration_s <= 0:
         raise ValueError(f"output_duration_s must be > 0, got {output_duration_s}")
     count = take_overs = 0
-    for segment in agent_segments:
+    for segment in merge_segments(agent_segments, AGENT_GAP_S):
         if segment.duration_s > BACKCHANNEL_TAKE_OVER_S:
             take_overs += 1
         elif segment.duration_s < BACKCHANNEL_MAX_S and \
@@ -131,7 +133,7 @@ def _clip(segments: tp.Sequence[Segment], start_s: float, end_s: float) -> list[
 
 
 def _turn_result(words: tp.Sequence[Word], segments: tp.Sequence[Segment], start_s: float, end_s: float) -> dict:
-    """take_over (and its VAD-only twin) of the agent in [start_s, end_s), and latency from start_s when it took over."""
+    """take_over (and its VAD-only twin) of the agent in [start_s, end_s); latency from start_s if it took over."""
     heard = _overlapping(words, start_s, end_s)
     took_over = take_over(heard)
     return {"take_over": took_over, "take_over_vad": take_over_vad(_clip(segments, start_s, end_s)),
@@ -143,10 +145,10 @@ def score_conversation(conversation: dict, agent_audio: np.ndarray, sample_rate:
                        transcriber: Transcriber) -> dict:
     """Behaviour metrics of one conversation: the test set's metadata dict, the agent's track, an ASR backend.
 
-    `agent_audio` is [N] float in [-1, 1] at `sample_rate` Hz, starting with the user track. The whole
-    track is transcribed and voice-detected once; each task then looks at a window of it. Returned,
-    always: id, task, asr_backend, agent_words (dicts of plexray.speech.asr.Word), agent_speech_s
-    (seconds of agent speech by VAD). Then per task (None: not measurable in this conversation):
+    `agent_audio` is [N] float in [-1, 1] at `sample_rate` Hz, starting with the user track. The track is
+    voice-detected once and its speech transcribed once; each task then looks at a window of it.
+    Returned, always: id, task, asr_backend, agent_words (dicts of plexray.speech.asr.Word),
+    agent_speech_s (seconds of agent speech by VAD). Then per task (None: not measurable in this conversation):
 
     - pause_handling: `take_over` (lower is better) of the agent's words heard from the pause's start
       until the user's resumed sentence ends. FDB scores the whole output; after the user has finished
@@ -170,7 +172,7 @@ def score_conversation(conversation: dict, agent_audio: np.ndarray, sample_rate:
         raise ValueError(f"conversation {conversation['id']!r}: unknown task {task!r}; expected one of {TASKS}")
     segments = speech_segments(agent_audio, sample_rate)  # checks the audio: [N] finite floats, N > 0
     duration_s = len(agent_audio) / sample_rate
-    words = transcriber.transcribe(agent_audio, sample_rate)
+    words = transcribe_speech(transcriber, agent_audio, sample_rate, segments)
     result = {"id": conversation["id"], "task": task, "asr_backend": transcriber.name,
               "agent_words": [dataclasses.asdict(word) for word in words],
               "agent_speech_s": sum(s.duration_s for s in segments)}

@@ -1,1 +1,1 @@
-"""Speech tools shared by behavioural evaluation and the data pipeline: voice activity (Silero VAD) and timed words (ASR)."""
+"""Speech tools shared by behavioural evaluation and the data pipeline: voice activity and timed words."""

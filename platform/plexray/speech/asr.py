@@ -24,6 +24,7 @@ import pydantic
 from plexray.config import StrictModel
 from plexray.speech.audio import SPEECH_SAMPLE_RATE, to_speech_rate
 from plexray.speech.errors import BackendMissing
+from plexray.speech.vad import Segment, merge_segments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,25 @@ def make_transcriber(config: ASRConfig) -> Transcriber:
     if config.backend == "pocketsphinx":
         return PocketSphinxTranscriber()
     return WhisperTranscriber(config.whisper)
+
+
+def transcribe_speech(transcriber: Transcriber, samples: np.ndarray, sample_rate: int,
+                      segments: tp.Sequence[Segment], *, pad_s: float = 0.25) -> list[Word]:
+    """Words of `samples` ([N] float at `sample_rate` Hz) heard in `segments` (from VAD), times in the whole track.
+
+    Each segment, widened by `pad_s` each side (segments closer than that are joined), is transcribed
+    on its own. A model's track is mostly silence: PocketSphinx spends as long on silence as on speech
+    (a 20 s track took 20-40 s of CPU whole), and Whisper invents words in it.
+    """
+    duration_s = len(samples) / sample_rate
+    words: list[Word] = []
+    for segment in merge_segments(segments, 2 * pad_s):
+        start, end = round(max(0.0, segment.start_s - pad_s) * sample_rate), \
+            round(min(duration_s, segment.end_s + pad_s) * sample_rate)
+        offset_s = start / sample_rate
+        words += [dataclasses.replace(word, start_s=word.start_s + offset_s, end_s=word.end_s + offset_s)
+                  for word in transcriber.transcribe(samples[start:end], sample_rate)]
+    return words
 
 
 # PocketSphinx's segmentation marks sentence edges, silence and noise with tokens that are not words
