@@ -196,6 +196,23 @@ def test_max_duration_and_idle_timeout(make_engine):
     assert engine.metrics()["sessions_ended"] == {"max_duration": 1, "idle_timeout": 1}
 
 
+def test_a_session_ended_by_the_engine_has_freed_its_slot_when_its_caller_hears_of_the_end(make_engine):
+    """The end wakes the caller, which tells its client at once; a client that calls again must find the slot free."""
+    engine = make_engine(max_sessions=1, max_session_s=0.08)  # ends after its first live frame
+    session = engine.open_session(SessionSettings())
+    held_when_ended = []
+    end = session._end
+
+    def end_and_look(reason: str) -> None:
+        end(reason)
+        held_when_ended.append(engine.active_sessions)  # what the woken caller's next caller would find
+
+    session._end = end_and_look
+    for _ in range(30):
+        engine.tick()
+    assert session.ended_reason == "max_duration" and held_when_ended == [0]
+
+
 def test_moshi_family_has_no_prompt_phase(make_engine, moshi_bundle):
     engine = make_engine(bundle=moshi_bundle, max_sessions=2)
     session = engine.open_session(SessionSettings(text_prompt="ignored by Moshi", text_seed=2))

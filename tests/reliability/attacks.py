@@ -39,7 +39,7 @@ from plexray.model.prompt import FRAME_SAMPLES, SAMPLE_RATE
 from plexray.serve.app import binary_protocol as binary
 from plexray.serve.app import json_protocol
 from ogg_pages import OPUS_HEAD_AT, opus_pages, tone, with_byte  # tests/serve_app (on sys.path)
-from serve_helpers import OVERRIDES  # tests/serve_app: the fleet the serve-app tests run (on sys.path)
+from serve_helpers import OVERRIDES, wait_until  # tests/serve_app: the fleet the serve-app tests run (on sys.path)
 
 ANSWER_S = 15.0  # an input with no answer within this is 'silent' (generous: the machine is shared)
 CONNECT_S = 60.0  # opening a conversation (prompt prefill) on a loaded machine
@@ -284,13 +284,26 @@ async def _answer(ws, route: str) -> str:
         return f"error+close {code}" if error else f"close {code}"
 
 
-async def _conversation(urls: dict, route: str, api_key: str):
+async def open_conversation(urls: dict, route: str, api_key: str):
+    """A conversation on `route` ('chat' or 'voice'), opened once the fleet has a free slot.
+
+    The attacks hang up and call again at once. A hang-up reaches the replica only after its caller
+    has gone (Serve's proxy answers the client's close itself and tells the replica in a message of its
+    own), so for a moment the replica still counts the conversation just hung up; the fleet here has no
+    waiting line (busy at once), so the next call waits for the documented signal of a free slot:
+    /voice/readyz answering 200.
+    """
+    await asyncio.to_thread(wait_until, lambda: _has_a_free_slot(urls), CONNECT_S, "a free slot (/voice/readyz)")
     ws = await _connect(urls["ws"] + ("/api/chat" if route == "chat" else "/ws/voice/assistant"), api_key)
     first = await asyncio.wait_for(ws.recv(), CONNECT_S)
     if not _is_ready(route, first):
         await ws.close()
         raise RuntimeError(f"the attacker's conversation was refused: {first!r:.200}")
     return ws
+
+
+def _has_a_free_slot(urls: dict) -> bool:
+    return httpx.get(urls["http"] + "/voice/readyz", timeout=ANSWER_S).status_code == 200
 
 
 def _conversations_for(messages: list[BadMessage]) -> list[list[BadMessage]]:
@@ -309,7 +322,7 @@ def _conversations_for(messages: list[BadMessage]) -> list[list[BadMessage]]:
 async def throw_messages(urls: dict, messages: list[BadMessage], api_key: str, tally: Tally) -> None:
     """Each message on an open conversation of its route, its answer read before the next one goes out."""
     for batch in _conversations_for(messages):
-        ws = await _conversation(urls, batch[0].route, api_key)
+        ws = await open_conversation(urls, batch[0].route, api_key)
         try:
             for index, message in enumerate(batch):
                 await ws.send(message.payload)
@@ -317,14 +330,14 @@ async def throw_messages(urls: dict, messages: list[BadMessage], api_key: str, t
                 tally.add(message.category, outcome, message.payload)
                 if "close" in outcome and index + 1 < len(batch):  # the rest go on a new conversation
                     await ws.close()
-                    ws = await _conversation(urls, batch[0].route, api_key)
+                    ws = await open_conversation(urls, batch[0].route, api_key)
         finally:
             await ws.close()
 
 
 async def flood_errors(urls: dict, route: str, api_key: str, count: int, tally: Tally) -> None:
     """Past the server's error budget: every message answered, and the conversation closed (1007)."""
-    ws = await _conversation(urls, route, api_key)
+    ws = await open_conversation(urls, route, api_key)
     try:
         for _ in range(count):
             await ws.send(b"\x7f" if route == "chat" else '{"type": "flood"}')
@@ -494,7 +507,7 @@ async def hold_the_fleet(urls: dict, api_key: str, sessions: int) -> list:
     """Open `sessions` conversations on /api/chat (their output read and dropped) to fill the fleet."""
     held = []
     for _ in range(sessions):
-        ws = await _conversation(urls, "chat", api_key)
+        ws = await open_conversation(urls, "chat", api_key)
         held.append((ws, asyncio.create_task(_drain(ws))))
     return held
 

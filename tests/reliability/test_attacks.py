@@ -9,6 +9,7 @@ import asyncio
 import json
 
 import attacks
+from ghost_relay import GhostRelay
 from serve_helpers import API_KEY, SESSIONS_PER_REPLICA
 
 GUARD_S = 600  # failure guard for the whole run (never a timing assertion)
@@ -36,3 +37,22 @@ def test_malformed_input_is_answered_and_breaks_nothing(attack_fleet):
     good = figures["good_session"]
     assert good["ended_early"] is None and good["agent_frames"] > 0
     assert figures["burst"]["busy"] == BURST_CALLERS
+
+
+def test_the_next_attack_waits_for_the_slot_of_the_conversation_just_hung_up(attack_fleet):
+    """The attacks hang up and call again at once on a fleet with no waiting line. The replica hears of a
+    hang-up after its caller has gone; here (GhostRelay) only after it has answered the next call."""
+    async def scenario():
+        held = await attacks.hold_the_fleet(attack_fleet, API_KEY, SESSIONS_PER_REPLICA - 1)
+        try:
+            async with GhostRelay(attack_fleet) as relay:
+                hung_up = await attacks.open_conversation(relay.urls, "chat", API_KEY)  # the fleet's last slot
+                relay.hang_up()
+                await hung_up.wait_closed()
+                # Raises if refused: without waiting for a free slot it would meet the ghost and be told 'busy'.
+                next_call = await attacks.open_conversation(relay.urls, "chat", API_KEY)
+                await next_call.close()
+        finally:
+            await attacks.let_go(held)
+
+    asyncio.run(asyncio.wait_for(scenario(), GUARD_S))

@@ -11,6 +11,7 @@ import asyncio
 import httpx
 import pytest
 
+from ghost_relay import GhostRelay
 from serve_helpers import API_KEY, GUARD_S, SESSIONS_PER_REPLICA, hold_a_session, let_go, run, status, wait_until
 from plexray.serve.app.clients import ChatClient, Refused
 
@@ -54,6 +55,28 @@ def test_a_waiting_caller_gets_the_next_free_slot_and_one_more_is_busy_at_once(s
     busy, fleet = run(scenario())
     assert busy.code == 1013 and busy.reason.startswith("busy") and "1 callers are waiting" in busy.message
     assert fleet["replicas"][0]["live_sessions"] == SESSIONS_PER_REPLICA
+
+
+def test_a_caller_who_hangs_up_and_calls_again_at_once_is_seated_not_told_busy(serve_fleet):
+    """A hang-up reaches the replica after its caller has gone (Serve's proxy answers the close itself);
+    here (GhostRelay) only once the replica has answered the next call, so that call meets its own ghost
+    on a full replica. It waits in the line and is seated when the hang-up arrives."""
+    async def scenario():
+        held = []
+        try:
+            for _ in range(SESSIONS_PER_REPLICA - 1):
+                await hold_a_session(serve_fleet, held)
+            async with GhostRelay(serve_fleet) as relay:
+                async with ChatClient.connect(relay.urls["ws"] + "/api/chat", api_key=API_KEY) as first:
+                    await asyncio.wait_for(first.handshake(), GUARD_S)  # the replica's last slot
+                    relay.hang_up()
+                    await first.ws.wait_closed()
+                async with ChatClient.connect(relay.urls["ws"] + "/api/chat", api_key=API_KEY) as again:
+                    await asyncio.wait_for(again.handshake(), GUARD_S)  # raises Refused if told 'busy'
+        finally:
+            await let_go(held)
+
+    run(scenario())
 
 
 def test_waiting_metrics_reach_rays_prometheus_endpoint(serve_fleet, ray_cluster):

@@ -259,11 +259,13 @@ class Engine:
     def _free(self, index: int, reason: str) -> None:
         slot = self._slots[index]
         assert slot is not None
-        slot.session._end(reason)
         with self._lock:
             self._slots[index] = None
             self._ended_totals.update(_session_counters(slot.session))
             self._metrics.sessions_ended[reason] += 1
+        # Ended only once its slot is free: the caller it wakes tells its client at once, and a client
+        # that calls again at once must find the slot free.
+        slot.session._end(reason)
 
     def _admit(self) -> None:
         """Seat waiting sessions in free slots, oldest first, embedding each one's prompt (see open_session)."""
