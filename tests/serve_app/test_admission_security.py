@@ -158,11 +158,9 @@ def test_waiting_line_is_first_come_first_served_and_newcomers_never_overtake():
         slots = Slots(free=0)
         line = WaitingLine(max_callers=2, max_wait_s=60, check_period_s=0.001)
         assert line.try_now(slots.opener("early")) is None  # full: must wait
-        first = asyncio.create_task(line.wait(slots.opener("first")))
-        second = asyncio.create_task(line.wait(slots.opener("second")))
-        while len(line) < 2:
-            await asyncio.sleep(0)
-        assert not line.has_room
+        first = asyncio.create_task(line.reserve().wait(slots.opener("first")))
+        second = asyncio.create_task(line.reserve().wait(slots.opener("second")))
+        assert not line.has_room and line.reserve() is None  # in the line from reserve(), before any wait
         slots.free = 1
         assert line.try_now(slots.opener("newcomer")) is None  # a free slot, but people are waiting
         assert await first == "first" and not second.done()
@@ -177,13 +175,15 @@ def test_waiting_line_times_out_and_a_cancelled_caller_leaves_it():
     async def scenario():
         line = WaitingLine(max_callers=2, max_wait_s=0.05, check_period_s=0.001)
         with pytest.raises(TimeoutError):
-            await line.wait(Slots(free=0).opener("never"))
-        hung_up = asyncio.create_task(line.wait(Slots(free=0).opener("gone")))
-        while len(line) < 1:
-            await asyncio.sleep(0)
+            await line.reserve().wait(Slots(free=0).opener("never"))
+        hung_up = asyncio.create_task(line.reserve().wait(Slots(free=0).opener("gone")))
+        await asyncio.sleep(0)  # the wait has started
         hung_up.cancel()
         with pytest.raises(asyncio.CancelledError):
             await hung_up
+        assert len(line) == 0
+        with line.reserve():  # a caller whose WebSocket accept failed: never waited, still leaves
+            assert len(line) == 1
         assert len(line) == 0
 
     asyncio.run(scenario())

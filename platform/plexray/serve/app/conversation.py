@@ -42,6 +42,10 @@ logger = replica_logger()
 END_CLOSE_CODES = {"engine_stopped": CloseCode.GOING_AWAY, "protocol_errors": CloseCode.INVALID_DATA,
                    "internal_error": CloseCode.INTERNAL_ERROR, "engine_failed": CloseCode.INTERNAL_ERROR}
 SENDER_GRACE_S = 2.0  # how long a client's end waits for the agent frames already made to go out
+# A client's 0x04 metadata and 0x05 error messages are only logged: past this rate they are not (a flood
+# would fill the replica's log), each one counts as an invalid message, and their number is logged once.
+CLIENT_REPORTS_PER_S = 1.0
+CLIENT_REPORTS_BURST = 5
 
 
 @dataclasses.dataclass
@@ -95,6 +99,29 @@ class Protocol(tp.Protocol):
         """Act on one raw ASGI receive message (received at `received_at`, time.monotonic());
         False when the client asked to end the conversation."""
 
+    def finish(self) -> None:
+        """The conversation is over: log what was held back during it."""
+
+
+class ReportBudget:
+    """A token bucket: `per_s` messages a second, `burst` at once; counts the messages past it."""
+
+    def __init__(self, per_s: float, burst: int):
+        self.per_s, self.burst = per_s, burst
+        self._tokens, self._at = float(burst), time.monotonic()
+        self.over = 0
+
+    def take(self) -> bool:
+        """True if one more message is within the budget; False (and counted) if not."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_s)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.over += 1
+        return False
+
 
 class ChatProtocol:
     """The binary protocol of /api/chat (see binary_protocol), speaking only what NVIDIA's client understands.
@@ -110,6 +137,7 @@ class ChatProtocol:
         self._decoder = binary.OpusDecoder()
         self._encoder = binary.OpusEncoder()
         self.paused = False
+        self.reports = ReportBudget(CLIENT_REPORTS_PER_S, CLIENT_REPORTS_BURST)  # the client's 0x04 and 0x05
 
     async def send_ready(self, ws: WebSocket) -> None:
         await ws.send_bytes(binary.handshake())
@@ -139,11 +167,25 @@ class ChatProtocol:
             await ws.send_bytes(binary.ping())
         elif decoded.kind is binary.Kind.CONTROL:
             return self._control(decoded.control)
-        elif decoded.kind is binary.Kind.METADATA:
-            logger.info("client metadata: %s", ", ".join(sorted(decoded.metadata or {}))[:200])
-        elif decoded.kind is binary.Kind.ERROR:
-            logger.info("client reported an error: %s", decoded.payload[:200].decode("utf-8", "replace"))
+        elif decoded.kind in (binary.Kind.METADATA, binary.Kind.ERROR):
+            self._log_report(decoded)
         return True
+
+    def finish(self) -> None:
+        if self.reports.over:
+            logger.warning("the client sent %d error/metadata messages past %g a second (a burst of %d): not "
+                           "logged, each counted as an invalid message", self.reports.over, CLIENT_REPORTS_PER_S,
+                           CLIENT_REPORTS_BURST)
+
+    def _log_report(self, decoded: binary.ClientMessage) -> None:
+        """Log a client's metadata or error message, within the budget; past it, a protocol error."""
+        if not self.reports.take():
+            raise ProtocolError(f"more than {CLIENT_REPORTS_BURST} error/metadata messages at once or "
+                                f"{CLIENT_REPORTS_PER_S:g} a second: this one counts as an invalid message")
+        if decoded.kind is binary.Kind.METADATA:
+            logger.info("client metadata: %s", ", ".join(sorted(decoded.metadata or {}))[:200])
+        else:
+            logger.info("client reported an error: %s", decoded.payload[:200].decode("utf-8", "replace"))
 
     def _control(self, control: binary.Control | None) -> bool:
         if control is binary.Control.PAUSE:
@@ -183,6 +225,9 @@ class VoiceProtocol:
     async def send_ended(self, ws: WebSocket, reason: str) -> None:
         await ws.send_text(json_protocol.ended(reason))
 
+    def finish(self) -> None:
+        pass  # nothing held back: the JSON protocol has no client messages that are only logged
+
     async def handle(self, ws: WebSocket, message: dict, session: Session, received_at: float) -> bool:
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         decoded = json_protocol.decode_client_message(raw)
@@ -203,14 +248,24 @@ class VoiceProtocol:
         return True
 
 
+async def _nothing() -> None:
+    pass
+
+
 async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,
                    on_protocol_error: tp.Callable[[], None] = lambda: None,
-                   frame_latency: FrameLatency | None = None) -> str:
+                   frame_latency: FrameLatency | None = None,
+                   on_ended: tp.Callable[[], tp.Awaitable[None]] = _nothing) -> str:
     """Run one accepted conversation to its end; returns why it ended. Always closes the session, and
     returns only when its send and receive loops have both finished. `frame_latency`: the replica's
-    recorder of in-replica frame latency (None: not measured)."""
+    recorder of in-replica frame latency (None: not measured).
+
+    `on_ended()` is awaited as soon as the session has ended: before the close frame goes out (a caller
+    may call again the moment it sees it, and must find its session gone from the books), or at once
+    when the client hung up. It may be awaited more than once (by either loop), so it must be idempotent.
+    """
     client_reason: str | None = None  # set when the client ends the conversation (or breaks the protocol)
-    sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason, frame_latency))
+    sender = asyncio.create_task(_send_loop(ws, session, protocol, lambda: client_reason, frame_latency, on_ended))
     receiver = asyncio.create_task(_receive_loop(ws, session, protocol, limits, on_protocol_error))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -219,15 +274,19 @@ async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: 
         client_reason = receiver.result()
         session.close()
         if client_reason == "disconnected":
+            await on_ended()
             return client_reason
         # The sender sends what is left, then 'ended' with the client's reason, and closes.
         await asyncio.wait({sender}, timeout=SENDER_GRACE_S)
         if sender.done():
             sender.result()  # a failure of the sender is still this server's fault
+        await on_ended()
         await _close(ws, END_CLOSE_CODES.get(client_reason, CloseCode.NORMAL), client_reason)
         return client_reason
     except Exception:  # noqa: BLE001 - a bug on this side; the client hears 1011, the log has the traceback
         logger.exception("conversation failed on this side")
+        session.close()
+        await on_ended()
         await _close(ws, CloseCode.INTERNAL_ERROR, "internal_error")
         return "internal_error"
     finally:
@@ -235,10 +294,12 @@ async def converse(ws: WebSocket, session: Session, protocol: Protocol, limits: 
         for task in (sender, receiver):
             task.cancel()
         await asyncio.gather(sender, receiver, return_exceptions=True)
+        protocol.finish()
 
 
 async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
-                     client_reason: tp.Callable[[], str | None], frame_latency: FrameLatency | None = None) -> str:
+                     client_reason: tp.Callable[[], str | None], frame_latency: FrameLatency | None,
+                     on_ended: tp.Callable[[], tp.Awaitable[None]]) -> str:
     try:
         if await session.wait_ready():
             await protocol.send_ready(ws)
@@ -249,6 +310,7 @@ async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
         reason = session.ended_reason or "closed"
         if reason == "closed":  # closed on this side: say why, when it was the client's doing
             reason = client_reason() or reason
+        await on_ended()
         await protocol.send_ended(ws, reason)
         await _close(ws, END_CLOSE_CODES.get(reason, CloseCode.NORMAL), reason)
         return reason

@@ -28,7 +28,7 @@ from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.grounding import CONTEXT_PARAMETER, SessionGrounding
 from plexray.serve.app.personas import bad_request, resolve_persona, session_settings
 from plexray.serve.app.security import Caller, Gatekeeper, redact_query
-from plexray.serve.app.waiting import WaitingLine
+from plexray.serve.app.waiting import Place, WaitingLine
 from plexray.knowledge.config import KnowledgeConfig
 from plexray.serve.config import ServeConfig
 from plexray.serve.engine import Engine, EngineUnavailableError, Session, SessionSettings, SessionSettingsError
@@ -187,6 +187,19 @@ class SessionService:
             await self._release(session_id)
             return
         self.sessions[session_id] = caller.key_name
+        released: asyncio.Future | None = None
+
+        async def end_session() -> None:
+            """Take the ended session off this replica's books and the ledger's, once. The conversation
+            calls it before its close frame goes out: a caller whose key allows one session may call
+            again the moment it sees the close, and /voice/status must not count the session by then."""
+            nonlocal released
+            if released is None:
+                session.close()
+                self.sessions.pop(session_id, None)
+                released = asyncio.ensure_future(self._release(session_id))
+            await asyncio.shield(released)  # a loop cancelled meanwhile does not cancel the release
+
         # Seeds asked as -1 were drawn by the server: logged, so the conversation can be replayed.
         logger.info("session %s: text_seed %d, audio_seed %d", session_id, session.settings.text_seed,
                     session.settings.audio_seed)
@@ -199,12 +212,10 @@ class SessionService:
                                      grounding.info if grounding is not None else None)
             limits = ConversationLimits(self.config.security.max_message_bytes)
             on_error = (lambda: self.telemetry.protocol_error(protocol.name)) if self.telemetry else (lambda: None)
-            reason = await converse(ws, session, protocol, limits, on_error, self.frame_latency)
+            reason = await converse(ws, session, protocol, limits, on_error, self.frame_latency, end_session)
             logger.info("session %s ended: %s", session_id, reason)
         finally:
-            session.close()
-            self.sessions.pop(session_id, None)
-            await self._release(session_id)
+            await end_session()
 
     async def _release(self, session_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -217,17 +228,23 @@ class SessionService:
         session = self.line.try_now(lambda: self._open_session(settings))
         if session is not None:
             return session
-        if not self.line.has_room:
+        # The place is taken before the first await (the accept): callers arriving together cannot all
+        # find room in a line that holds fewer of them.
+        place = self.line.reserve()
+        if place is None:
             raise self._busy_full()
         self.waiting[session_id] = caller.key_name
         self._line_changed()
         started, outcome = time.monotonic(), "hung_up"
         try:
-            session = await self._wait_in_line(ws, settings)
+            with place:
+                session = await self._wait_in_line(ws, place, settings)
             if session is not None:
                 outcome = "seated"
             return session
         except TimeoutError:
+            # Told 'busy' by _refuse: counted in plexray_sessions_rejected{reason="busy"} with the callers
+            # refused at once, and in plexray_wait_seconds{outcome="timed_out"}.
             outcome = "timed_out"
             raise self._busy(f"no session slot came free within {self.line.max_wait_s:g} s") from None
         finally:
@@ -238,14 +255,14 @@ class SessionService:
                 self.telemetry.waited(waited_s, outcome)
             logger.info("session %s: %s after %.1f s in the waiting line", session_id, outcome, waited_s)
 
-    async def _wait_in_line(self, ws: WebSocket, settings: SessionSettings) -> Session | None:
-        """Open the WebSocket and wait; None if the caller hangs up meanwhile.
+    async def _wait_in_line(self, ws: WebSocket, place: Place, settings: SessionSettings) -> Session | None:
+        """Open the WebSocket and wait in `place`; None if the caller hangs up meanwhile.
 
         The caller sees a connection awaiting its handshake, as with NVIDIA's server (which makes a
         second caller wait on its lock): NVIDIA's client shows "Connecting..." until then.
         """
         await ws.accept()
-        seated = asyncio.create_task(self.line.wait(lambda: self._open_session(settings)))
+        seated = asyncio.create_task(place.wait(lambda: self._open_session(settings)))
         hung_up = asyncio.create_task(_until_disconnected(ws))
         try:
             await asyncio.wait({seated, hung_up}, return_when=asyncio.FIRST_COMPLETED)
