@@ -55,7 +55,9 @@ def test_generate_writes_reconciled_shards_and_manifest(dataset):
     assert set(manifest["versions"]) >= {"ray", "torch", "moshi", "espeak-ng"}
     assert json.loads((output_dir / "manifest.json").read_text())["written"] == 4
     assert all(path.name.startswith("part-") for path in shard_files(output_dir))
-    for plot in ("durations", "turns", "gaps"):
+    offsets = manifest["stats"]["floor_transfer_offsets"]
+    assert offsets["count"] > 0 and set(offsets) == {"count", "median_ms", "share_0_200_ms", "share_overlaps"}
+    for plot in ("durations", "turns", "gaps", "offsets"):
         assert (output_dir / "stats" / f"{plot}.png").stat().st_size > 1000
 
 

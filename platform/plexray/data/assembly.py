@@ -1,10 +1,11 @@
 """Two-channel conversation assembly with full-duplex timing.
 
 The agent channel carries the persona (the voice the model learns to speak), the user channel
-the counterpart. Each reply waits a gap drawn from the speaker's pause range; some replies start
-before the other speaker has finished (overlap); the user sometimes barges in on a long agent
-turn, and the agent then stops (the model must learn to yield); the listener sometimes says a
-short backchannel ("mm-hm") during a long turn. Every utterance is loudness-normalised before
+the counterpart. Each reply starts at a floor-transfer offset drawn from a natural shape (gaps peaked
+near +200 ms, a long tail, short overlaps common: `timing.py`), stretched to the speaker's pause range
+if it has one; the user sometimes barges in on a long agent turn, and the agent then stops (the model
+must learn to yield); the listener sometimes says a short backchannel ("mm-hm") during a long turn,
+at one of the speaker's pauses between words where there is one. Every utterance is loudness-normalised before
 it is placed, so both channels sit at the same level.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from plexray.data.config import SpeechConfig
 from plexray.data.dialogue.script import Dialogue, Speaker
 from plexray.data.personas import Persona, Scenario, Voice
+from plexray.data.timing import draw_offset_s
 from plexray.data.tts import SpeechSynthesizer, Utterance, WordTiming
 from plexray.model.prompt import SAMPLE_RATE
 from plexray.model.voices import normalize_loudness
@@ -27,6 +29,7 @@ TAIL_S = 0.4  # silence after the last turn
 BACKCHANNELS = ("mm-hm", "yeah", "okay", "right", "uh-huh")
 BARGE_IN_MIN_TURN_S = 1.5  # only long agent turns get interrupted
 BACKCHANNEL_MIN_TURN_S = 2.0
+BACKCHANNEL_PAUSE_S = 0.1  # a pause between words this long is where a listener's "mm-hm" goes
 AGENT_REACTION_S = 0.25  # the agent stops this long after the user barges in
 FADE_S = 0.03
 
@@ -36,7 +39,7 @@ class Conversation:
     agent: np.ndarray  # [N] float32 at 24 kHz
     user: np.ndarray  # [N] float32 at 24 kHz
     transcript: list[dict]  # {"speaker", "text", "start_s", "end_s", "kind", "interrupted", "words"}
-    gaps_s: list[float]  # start of a turn minus end of the previous one (negative: overlap)
+    gaps_s: list[float]  # floor-transfer offsets: start of a turn minus end of the previous one (negative: overlap)
 
     @property
     def duration_s(self) -> float:
@@ -64,15 +67,11 @@ def _seconds(samples: int) -> float:
     return samples / SAMPLE_RATE
 
 
-def _gap_samples(pause_ms: tuple[int, int], rng: random.Random) -> int:
-    return int(rng.uniform(*pause_ms) / 1000 * SAMPLE_RATE)
-
-
 def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: SpeechSynthesizer,
              config: SpeechConfig, seed: int) -> Conversation:
     rng = random.Random(seed)
     voices: dict[Speaker, Voice] = {"agent": persona.voice, "user": scenario.counterpart_voice}
-    pauses: dict[Speaker, tuple[int, int]] = {"agent": persona.pause_ms, "user": scenario.pause_ms}
+    pauses: dict[Speaker, tuple[int, int] | None] = {"agent": persona.pause_ms, "user": scenario.pause_ms}
     placed: list[_Placed] = []
     gaps: list[float] = []
     cursor = int(LEAD_IN_S * SAMPLE_RATE)
@@ -85,16 +84,20 @@ def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: Spee
             start = cursor
         else:
             previous = placed[-1]
-            start = previous.end + _gap_samples(pauses[turn.speaker], rng)
+            offset_s = draw_offset_s(config.timing, pauses[turn.speaker], rng)
             overlap_chance = config.overlap_probability + (
                 persona.speech_patterns.interrupts if turn.speaker == "agent" else 0.0)
             if (turn.speaker == "user" and previous.speaker == "agent"
                     and _seconds(previous.length) >= BARGE_IN_MIN_TURN_S and rng.random() < config.barge_in_probability):
                 start = previous.start + int(previous.length * rng.uniform(0.45, 0.75))
                 previous.cut = start - previous.start + int(AGENT_REACTION_S * SAMPLE_RATE)
-            elif rng.random() < min(1.0, overlap_chance):
-                overlap = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
-                start = max(previous.start + previous.length // 2, previous.end - overlap)
+            else:
+                if rng.random() < min(1.0, overlap_chance):  # an extra overlap: the shape's left side
+                    offset_s = -abs(rng.gauss(0.0, config.timing.sigma_ms / 1000))
+                # an overlap never reaches back past the middle of the turn it overlaps, nor into the
+                # speaker's own previous turn
+                own_end = max((p.end for p in placed if p.speaker == turn.speaker), default=0)
+                start = max(previous.start + previous.length // 2, own_end, previous.end + int(offset_s * SAMPLE_RATE))
             gaps.append(_seconds(start - previous.end))
         if start >= limit:
             break
@@ -105,10 +108,21 @@ def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: Spee
             listener: Speaker = "user" if main.speaker == "agent" else "agent"
             word = rng.choice(BACKCHANNELS)
             reply = _normalised(tts.speak(word, voices[listener]), config.loudness_db - 3.0)
-            at = main.start + int(main.length * rng.uniform(0.35, 0.6))
+            at = main.start + _backchannel_point(main, rng)
             if _fits(placed, listener, at, reply.samples.size):
                 placed.append(_Placed(listener, reply, at, kind="backchannel"))
     return _render(placed, gaps, limit)
+
+
+def _backchannel_point(main: _Placed, rng: random.Random) -> int:
+    """Samples into `main` where a listener's backchannel starts: at a pause between its words in the
+    middle of the turn (where listeners give them), else at a point drawn in the middle."""
+    words = [w for w in main.utterance.words if w.end_s < _seconds(main.length)]
+    pauses = [a.end_s for a, b in zip(words, words[1:]) if b.start_s - a.end_s >= BACKCHANNEL_PAUSE_S
+              and 0.25 <= a.end_s / _seconds(main.length) <= 0.75]
+    if pauses:
+        return int(rng.choice(pauses) * SAMPLE_RATE)
+    return int(main.length * rng.uniform(0.35, 0.6))
 
 
 def _normalised(utterance: Utterance, loudness_db: float) -> Utterance:

@@ -53,12 +53,22 @@ class DialogueConfig(StrictModel):
         return self
 
 
+class TimingConfig(StrictModel):
+    """Floor-transfer offsets (next start minus previous end): an ex-Gaussian, see plexray/data/timing.py."""
+
+    mu_ms: float = pydantic.Field(50.0, description="mean of the normal part: with sigma, where the peak is")
+    sigma_ms: float = pydantic.Field(200.0, gt=0, description="spread of the normal part: how common overlaps are")
+    tau_ms: float = pydantic.Field(200.0, gt=0, description="mean of the exponential part: the tail of slow answers")
+
+
 class SpeechConfig(StrictModel):
     """Speech synthesis and the full-duplex timing of the two channels."""
 
     tts: tp.Literal["espeak"] = "espeak"
+    timing: TimingConfig = TimingConfig()
     overlap_probability: float = pydantic.Field(
-        0.15, ge=0, le=1, description="a reply starts before the other speaker has finished")
+        0.0, ge=0, le=1, description="extra overlaps on top of the offset shape's own (a persona's interrupts add "
+                                     "to it): the reply starts before the other speaker has finished")
     barge_in_probability: float = pydantic.Field(
         0.1, ge=0, le=1, description="the user cuts the agent off mid-turn; the agent stops")
     backchannel_probability: float = pydantic.Field(

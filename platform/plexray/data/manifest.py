@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from plexray.data.config import TimingConfig
 from plexray.data.dialogue.validate import per_persona_problems, reason_tag
 from plexray.data.plan import PlanItem
 from plexray.data.rejects import read_rejects
@@ -82,7 +83,7 @@ def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: 
     reject_fraction = len(rejected_planned) / len(planned_ids) if planned_ids else 0.0
     max_reject_fraction = settings["data"]["max_reject_fraction"]
     table = read_index(output_dir)
-    stats = write_report(output_dir, table)
+    stats = write_report(output_dir, table, TimingConfig(**settings["data"]["speech"].get("timing", {})))
     per_persona = collections.Counter(table.column("persona_id").to_pylist())
     per_scenario = collections.Counter(table.column("scenario_id").to_pylist())
     planned_per_persona = collections.Counter(item.persona_id for item in plan)

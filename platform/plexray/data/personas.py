@@ -50,7 +50,8 @@ class Persona(StrictModel):
     role: str = pydantic.Field("customer", min_length=1, description="what the persona is: 'You are NAME, a TYPE ROLE.'")
     traits: str = pydantic.Field(min_length=1)
     speech_patterns: SpeechPatterns = SpeechPatterns()
-    pause_ms: tuple[int, int] = pydantic.Field(description="[min, max] gap before this persona answers")
+    pause_ms: tuple[int, int] = pydantic.Field(
+        description="[low, high] gap before this persona answers: 80% of its answers start in it (data/timing.py)")
     voice: Voice = Voice()
     knowledge: KnowledgeSettings | None = pydantic.Field(
         None, description="a knowledge base whose passages join this persona's prompts and dialogues")
@@ -81,7 +82,9 @@ class Scenario(StrictModel):
     user_lines: list[str] = pydantic.Field(min_length=2, description="what the counterpart says")
     agent_closings: list[str] = pydantic.Field(min_length=1)
     user_closings: list[str] = pydantic.Field(min_length=1)
-    pause_ms: tuple[int, int] = pydantic.Field((200, 700), description="[min, max] gap before the counterpart answers")
+    pause_ms: tuple[int, int] | None = pydantic.Field(
+        None, description="[low, high] gap before the counterpart answers (80% of its answers start in it); "
+                          "none: natural timing, data.speech.timing (data/timing.py)")
     knowledge: KnowledgeSettings | None = pydantic.Field(
         None, description="a knowledge base for this situation (takes precedence over the persona's); agent "
                           "line templates may use {fact}, a sentence of the retrieved passages")

@@ -9,7 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plexray.data.config import TimingConfig
 from plexray.data.shards import shard_files
+from plexray.data.timing import offset_summary, reference_pdf
 from plexray.model.prompt import FRAME_RATE
 
 STATS_COLUMNS = ["id", "persona_id", "scenario_id", "num_frames", "prompt_end", "transcript"]
@@ -63,13 +65,37 @@ def conversation_stats(table: pa.Table) -> dict:
     alignment = {"late_words": sum(late_words), "conversations_with_late_words": sum(count > 0 for count in late_words),
                  "dropped_text_tokens": sum(table.column("dropped_text_tokens").to_pylist())}
     return {"conversation_seconds": _summary(conversation_s), "turns": _summary(turns), "gaps_s": _summary(gaps),
-            "overlaps": overlaps, "barge_ins": barge_ins, "backchannels": backchannels, "alignment": alignment,
+            "floor_transfer_offsets": offset_summary(gaps), "overlaps": overlaps, "barge_ins": barge_ins,
+            "backchannels": backchannels, "alignment": alignment,
             "hours_of_conversation": float(sum(conversation_s) / 3600),
             "_raw": {"durations": conversation_s, "turns": turns, "gaps": gaps}}
 
 
-def write_report(output_dir: Path, table: pa.Table) -> dict:
-    """stats/stats.json and stats/{durations,turns,gaps}.png; returns the stats without raw values."""
+def _plot_offsets(path: Path, offsets_s: list[float], timing: TimingConfig) -> None:
+    """The dataset's floor-transfer offsets as a density beside the reference shape they were drawn from."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    offsets_ms = np.asarray(offsets_s, dtype=np.float64) * 1000
+    if offsets_ms.size:  # a density of nothing divides by zero
+        axis.hist(offsets_ms, bins=np.arange(-1000, 2050, 100), density=True, color="#4a7ab7", label="this dataset")
+    grid = np.linspace(-1000, 2000, 301)
+    axis.plot(grid, reference_pdf(timing, grid), color="#c0392b",
+              label=f"reference (mu {timing.mu_ms:g}, sigma {timing.sigma_ms:g}, tau {timing.tau_ms:g} ms)")
+    axis.axvspan(0, 200, color="#999999", alpha=0.2, label="0-200 ms")
+    axis.set_xlabel("floor-transfer offset (ms, negative = overlap)")
+    axis.set_ylabel("density")
+    axis.set_title(f"speaker changes (n={len(offsets_s)})")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_report(output_dir: Path, table: pa.Table, timing: TimingConfig) -> dict:
+    """stats/stats.json and stats/{durations,turns,gaps,offsets}.png; returns the stats without raw values.
+
+    `timing` is the reference the offsets plot shows (the one the dataset's config drew from)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -92,4 +118,5 @@ def write_report(output_dir: Path, table: pa.Table) -> dict:
         figure.tight_layout()
         figure.savefig(folder / f"{name}.png", dpi=90)
         plt.close(figure)
+    _plot_offsets(folder / "offsets.png", raw["gaps"], timing)
     return stats
