@@ -14,8 +14,9 @@ input. Outcomes:
   silent            nothing within ANSWER_S: dropped silently (the suite's targets allow none)
 
 Figures: inputs and outcomes per category, tracebacks in the Serve logs written during the run, replica
-restarts (Serve's replica actors before/after), engines stopped, the good session's longest gap, and
-the burst (count, how many were told 'busy', p99 time to that answer).
+restarts (Serve's replica actors before/after), engines stopped, the good session's longest gap, the
+burst (count, how many were told 'busy', p99 time to that answer), and a flood of client error messages
+(0x05) on one conversation: how far the replica logs grew and how the conversation ended.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ FLEET_OVERRIDES = [
     "serve.engine={max_session_s: 1800, idle_timeout_s: 60}",  # the good session outlives the whole run
 ]
 MAX_MESSAGE_BYTES = 65536  # serve.security.max_message_bytes in OVERRIDES
+REPORT_FLOOD_MESSAGES = 2000  # client 0x05 messages at once on one conversation (issue 23: 665 kB of log before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,6 +351,30 @@ async def flood_errors(urls: dict, route: str, api_key: str, count: int, tally: 
         await ws.close()
 
 
+async def flood_reports(urls: dict, api_key: str, count: int, tally: Tally) -> dict:
+    """`count` client error messages (0x05, 200 bytes: the server only logs them) sent at once on one
+    /api/chat conversation: how far the replicas' logs grew, and how the conversation ended."""
+    logs = LogWatch(serve_log_dir())
+    logs.start()
+    ws = await open_conversation(urls, "chat", api_key)
+    sent, code = 0, None
+    try:
+        for _ in range(count):
+            await ws.send(bytes([binary.Kind.ERROR]) + b"x" * 199)
+            sent += 1
+        while True:  # the answers (past the rate, each an error), until the server closes
+            await asyncio.wait_for(ws.recv(), ANSWER_S)
+    except ConnectionClosed as closed:
+        code = closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        pass  # tallied as 'silent'
+    finally:
+        await ws.close()
+    tally.add("chat_report_flood", f"error+close {code}" if code else "silent")
+    grown = sum(len(text.encode()) for name, text in logs.new_text().items() if name.startswith("replica_"))
+    return {"messages": count, "sent_before_close": sent, "close_code": code, "replica_log_bytes": grown}
+
+
 async def send_requests(urls: dict, requests: list[BadRequest], api_key: str, tally: Tally) -> None:
     async with httpx.AsyncClient(timeout=ANSWER_S) as http:
         for request in requests:
@@ -615,6 +641,7 @@ async def attack(urls: dict, api_key: str, scale: int, burst_callers: int, capac
         await send_requests(urls, requests, api_key, tally)
         for route in ("chat", "voice"):
             await flood_errors(urls, route, api_key, 25, tally)
+        report_flood = await flood_reports(urls, api_key, REPORT_FLOOD_MESSAGES, tally)
         held = await hold_the_fleet(urls, api_key, capacity - 1)  # the good session holds the other slot
         try:
             good.mark("burst")
@@ -625,4 +652,5 @@ async def attack(urls: dict, api_key: str, scale: int, burst_callers: int, capac
         good_figures = await good.stop()
     return {"categories": tally.figures(), "inputs": tally.total(), "silent": tally.total("silent"),
             "unanswered": tally.unanswered, "accepted": tally.accepted,
-            "attack_s": round(time.monotonic() - started, 1), "good_session": good_figures, "burst": burst}
+            "attack_s": round(time.monotonic() - started, 1), "good_session": good_figures, "burst": burst,
+            "report_flood": report_flood}

@@ -37,6 +37,8 @@ def test_malformed_input_is_answered_and_breaks_nothing(attack_fleet):
     good = figures["good_session"]
     assert good["ended_early"] is None and good["agent_frames"] > 0
     assert figures["burst"]["busy"] == BURST_CALLERS
+    flood = figures["report_flood"]  # client 0x05 messages past their rate: not logged, ended as protocol errors
+    assert flood["close_code"] == 1007 and flood["replica_log_bytes"] < 10_000
 
 
 def test_the_next_attack_waits_for_the_slot_of_the_conversation_just_hung_up(attack_fleet):
