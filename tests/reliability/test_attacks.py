@@ -10,7 +10,7 @@ import json
 
 import attacks
 from ghost_relay import GhostRelay
-from serve_helpers import API_KEY, SESSIONS_PER_REPLICA
+from serve_helpers import API_KEY, SESSIONS_PER_REPLICA, status, wait_until
 
 GUARD_S = 600  # failure guard for the whole run (never a timing assertion)
 BURST_CALLERS = 12
@@ -58,3 +58,26 @@ def test_the_next_attack_waits_for_the_slot_of_the_conversation_just_hung_up(att
             await attacks.let_go(held)
 
     asyncio.run(asyncio.wait_for(scenario(), GUARD_S))
+
+
+def test_normal_hang_ups_leave_no_error_in_the_serve_logs(attack_fleet):
+    """Callers that hang up mid-conversation (their agent frames still streaming) are no fault: the Serve
+    logs, the proxy's included, gain no ERROR line and no traceback (issue 23 item 4)."""
+    logs = attacks.LogWatch(attacks.serve_log_dir())
+    logs.start()
+
+    async def scenario():
+        for route in ("chat", "voice", "chat", "voice"):
+            ws = await attacks.open_conversation(attack_fleet, route, API_KEY)
+            for _ in range(3):  # the agent is talking when the caller hangs up
+                await asyncio.wait_for(ws.recv(), attacks.ANSWER_S)
+            await ws.close()
+        # Every hang-up has reached its replica (and the proxy finished its requests) once all slots are free.
+        await asyncio.to_thread(wait_until, lambda: status(attack_fleet)["live_sessions"] == 0, attacks.CONNECT_S,
+                                "every conversation off the books")
+
+    asyncio.run(asyncio.wait_for(scenario(), GUARD_S))
+    texts = logs.new_text()
+    errors = [line for text in texts.values() for line in text.splitlines() if line.startswith("ERROR")]
+    assert not errors, errors
+    assert attacks._tracebacks(texts)["count"] == 0, texts

@@ -2,15 +2,19 @@
 order of events the test controls, for orderings a real client cannot pin down (no sleeping).
 
 Covers: callers arriving together on a full replica never overfill its waiting line; a session's
-ledger entry is gone before its close frame; a flood of a client's error messages is logged once.
+ledger entry is gone before its close frame; a flood of a client's error messages is logged once; the
+death of the Serve proxy carrying a conversation ends it as a hang-up, not an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import types
+import typing as tp
 
+from ray.exceptions import ActorDiedError
 from starlette.datastructures import Address
 from starlette.websockets import WebSocketState
 
@@ -116,6 +120,9 @@ class Caller:
     async def send_bytes(self, data: bytes) -> None:
         self.sent.append(data)
 
+    async def send_text(self, data: str) -> None:
+        self.sent.append(data.encode())
+
     async def close(self, code: int, reason: str) -> None:
         self.on_close()
         self.closed = (code, reason)
@@ -169,28 +176,78 @@ def test_a_session_is_off_the_books_before_its_close_frame():
     assert closed == (CloseCode.NORMAL, "client_end") and seen_at_close == [0]
 
 
-def test_a_flood_of_client_error_messages_is_logged_once_and_ends_the_conversation():
-    flood = [bytes([binary.Kind.ERROR]) + b"x" * 199 for _ in range(2000)]
-    lines: list[str] = []
+@contextlib.contextmanager
+def replica_log() -> tp.Iterator[list[logging.LogRecord]]:
+    """The records Serve's logger gets meanwhile, at INFO as in a replica."""
+    records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record):
-            lines.append(self.format(record))
+            records.append(record)
+
+    logger, keep, level = logging.getLogger("ray.serve"), Keep(), logging.getLogger("ray.serve").level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+
+
+def test_a_flood_of_client_error_messages_is_logged_once_and_ends_the_conversation():
+    flood = [bytes([binary.Kind.ERROR]) + b"x" * 199 for _ in range(2000)]
 
     async def scenario():
         caller = Caller(flood)
         caller.application_state = caller.client_state = WebSocketState.CONNECTED
         return await converse(caller, StandInSession(), ChatProtocol(), ConversationLimits(1 << 16)), caller
 
-    logger, keep, level = logging.getLogger("ray.serve"), Keep(), logging.getLogger("ray.serve").level
-    logger.addHandler(keep)
-    logger.setLevel(logging.INFO)  # as in a replica
-    try:
+    with replica_log() as records:
         reason, caller = asyncio.run(asyncio.wait_for(scenario(), GUARD_S))
-    finally:
-        logger.removeHandler(keep)
-        logger.setLevel(level)
+    lines = [logging.Formatter().format(record) for record in records]
     assert reason == "protocol_errors" and caller.closed[0] == CloseCode.INVALID_DATA
     logged = [line for line in lines if "error" in line]
     assert len(logged) == CLIENT_REPORTS_BURST + 1 and "past" in logged[-1]  # the burst, then one line with a count
     assert sum(len(line) for line in lines) < 2_000
+
+
+class CallerBehindADyingProxy(Caller):
+    """Reading a client message through a Serve proxy that has died raises the proxy actor's death."""
+
+    async def receive(self) -> dict:
+        raise ActorDiedError()
+
+
+def test_the_death_of_the_serve_proxy_ends_a_conversation_as_a_hang_up():
+    """Issue 23 item 4: each live session logged it as 'ERROR conversation failed on this side' with a
+    traceback, and ended as internal_error."""
+    async def scenario():
+        caller = CallerBehindADyingProxy()
+        caller.application_state = caller.client_state = WebSocketState.CONNECTED
+        return await converse(caller, StandInSession(), ChatProtocol(), ConversationLimits(1 << 16))
+
+    with replica_log() as records:
+        reason = asyncio.run(asyncio.wait_for(scenario(), GUARD_S))
+    assert reason == "disconnected"
+    assert [record for record in records if record.levelno >= logging.WARNING or record.exc_info] == []
+    assert any("proxy" in record.getMessage() for record in records)
+
+
+def test_a_long_persona_name_is_cut_in_the_log():
+    """Issue 23 item 5: a 4,000-character persona name was echoed whole into the log, twice per call."""
+    name = "p" * 4000
+
+    async def scenario():
+        caller = Caller()
+        caller.path_params = {"persona": name}
+        caller.url = types.SimpleNamespace(path=f"/ws/voice/{name}", query="")
+        await service(StandInEngine(capacity=1, taken=0), LocalLedger()).voice(caller)
+        return caller.closed
+
+    with replica_log() as records:
+        closed = asyncio.run(asyncio.wait_for(scenario(), GUARD_S))
+    assert closed[0] == CloseCode.POLICY
+    lines = [logging.Formatter().format(record) for record in records]
+    assert any("unknown persona" in line and " characters)" in line for line in lines), lines
+    assert max(len(line) for line in lines) < 1_000, max(lines, key=len)[:200]

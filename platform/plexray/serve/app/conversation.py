@@ -6,8 +6,9 @@ gets the protocol's error message and is dropped, so one bad message never ends 
 the prompt prefill (then sends the handshake), streams agent frames, and closes the socket with
 the reason the session ended. A conversation returns only once both loops have finished.
 
-A client hanging up is 'disconnected'; any other failure of a loop is a fault of this server:
-logged, and the socket closed with 1011 ('internal_error').
+A client hanging up is 'disconnected', and so is the death of the Serve proxy that carried the
+conversation (its caller's connection went with it: the proxy's side hung up); any other failure of a
+loop is a fault of this server: logged, and the socket closed with 1011 ('internal_error').
 
 Frame latency inside the replica (FrameLatency): each client message is stamped when `ws.receive()`
 returns, the engine carries the stamp of the user frame it consumed into that tick's agent frame,
@@ -24,6 +25,7 @@ import time
 import typing as tp
 
 import numpy as np
+from ray.exceptions import RayActorError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from plexray.errors import PlexrayError
@@ -328,6 +330,12 @@ async def _receive_loop(ws: WebSocket, session: Session, protocol: Protocol, lim
         if _hung_up(ws, exc):
             return "disconnected"
         raise
+    except RayActorError as exc:
+        # Serve's replica reads client messages from the proxy actor (ASGIReceiveProxy): the proxy has died
+        # (its node, a restart). Not this replica's fault, nor one its caller can be told of: a hang-up.
+        logger.info("the Serve proxy carrying this conversation is gone (%s): ended as a hang-up",
+                    type(exc).__name__)
+        return "disconnected"
 
 
 async def _read_messages(ws: WebSocket, session: Session, protocol: Protocol, limits: ConversationLimits,

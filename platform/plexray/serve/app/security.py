@@ -77,6 +77,11 @@ def client_address(headers: tp.Mapping[str, str], client: tuple[str, int] | None
     return client[0] if client else "unknown"
 
 
+# Longer text arguments of a log line are cut: caller input quoted whole would let each call grow the log by
+# kilobytes. Enough for any real persona name, label or error message, and a query's first part.
+MAX_LOGGED_TEXT_CHARS = 300
+
+
 def redact_query(query_string: str) -> str:
     """The query string with secret parameters replaced by '***', for logs."""
     pairs = urllib.parse.parse_qsl(query_string, keep_blank_values=True)
@@ -84,7 +89,7 @@ def redact_query(query_string: str) -> str:
 
 
 class EscapeControlCharacters(logging.Filter):
-    """Escapes newline, CR, NUL and every other control character in a log line's arguments.
+    """Escapes newline, CR, NUL and every other control character in a log line's arguments, and cuts long ones.
 
     Arguments carry caller input (session labels, persona names, query values, error texts that quote
     them): raw, a newline in one would forge a log line of its own.
@@ -99,9 +104,12 @@ class EscapeControlCharacters(logging.Filter):
 
 
 def log_safe(value: tp.Any) -> tp.Any:
-    """Text (or an exception's text) with control characters backslash-escaped; other values as they are."""
+    """Text (or an exception's text) cut to MAX_LOGGED_TEXT_CHARS, control characters backslash-escaped;
+    other values as they are."""
     if isinstance(value, (str, BaseException)):
         text = str(value)
+        if len(text) > MAX_LOGGED_TEXT_CHARS:  # a caller's 4,000-character persona name, quoted whole, per call
+            text = f"{text[:MAX_LOGGED_TEXT_CHARS]}... ({len(text)} characters)"
         if text.isprintable():
             return text
         return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
