@@ -6,6 +6,7 @@ import argparse
 
 from plexray.config import StrictModel, load_config
 from plexray.data.config import DataConfig
+from plexray.evaluation.config import EvaluationConfig
 from plexray.knowledge.config import KnowledgeConfig
 from plexray.model.config import ModelConfig
 from plexray.serve.config import ServeConfig
@@ -18,6 +19,7 @@ class PlexrayConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     serve: ServeConfig = ServeConfig()
     knowledge: KnowledgeConfig = KnowledgeConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -46,7 +46,8 @@ async def _real_time(bundle, conversations: list[EvalConversation], batch: int) 
             session = engine.open_session(conversation.settings)
             frames = -(-conversation.user_audio.size // FRAME_SAMPLES)
             # Pushed before the prompt is done: the first tick after it takes frame 0, as in evaluation mode.
-            session.push_pcm(np.pad(conversation.user_audio, (0, frames * FRAME_SAMPLES - conversation.user_audio.size)))
+            padding = frames * FRAME_SAMPLES - conversation.user_audio.size
+            session.push_pcm(np.pad(conversation.user_audio, (0, padding)))
             return [(await session.next_output()).text_token for _ in range(frames)]
 
         tokens = await asyncio.gather(*(converse(conversation) for conversation in conversations))
@@ -73,7 +74,8 @@ def test_evaluation_mode_gives_the_real_time_tokens(bundle, batch):
 
 def test_conversations_wait_for_free_slots_and_refusals_are_reported(bundle):
     """Five conversations through two slots (joining as others end), one with a voice the checkpoint lacks."""
-    conversations = _conversations(4) + [EvalConversation("bad", SessionSettings(voice="NOPE"), np.zeros(FRAME_SAMPLES))]
+    refused = EvalConversation("bad", SessionSettings(voice="NOPE"), np.zeros(FRAME_SAMPLES, np.float32))
+    conversations = _conversations(4) + [refused]
     tracks = {track.id: track for track in run_conversations(lambda: Engine(bundle, EngineConfig(max_sessions=2)),
                                                              conversations)}
     assert "unknown voice 'NOPE'" in tracks["bad"].error and tracks["bad"].audio is None

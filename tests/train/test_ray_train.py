@@ -62,7 +62,7 @@ def test_resume_after_worker_death_and_driver_restart_then_evaluate_and_merge(ra
     assert {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt"} <= {p.name for p in best.iterdir()}
     report = tmp_path / "eval.json"
     overrides = [item for pair in zip(["--set"] * 10, train_overrides(train_set, tmp_path / "runs")) for item in pair]
-    assert main(["evaluate", "--checkpoint", str(best), "--dataset", str(train_set), "--output", str(report),
+    assert main(["evaluate", "loss", "--checkpoint", str(best), "--dataset", str(train_set), "--output", str(report),
                  *overrides]) == 0
     metrics = json.loads(report.read_text())
     assert metrics["split"] == "validation" and metrics["conversations"] > 0

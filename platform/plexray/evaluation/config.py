@@ -65,7 +65,8 @@ class EvaluationConfig(StrictModel):
         False, description="text and audio temperature 0; otherwise sampled with the served defaults (and "
                            "`sampling`), seeded per conversation from `seed`")
     sampling: dict[str, float | int] = pydantic.Field(
-        default_factory=dict, description=f"session settings for every conversation: any of {', '.join(SAMPLING_FIELDS)}")
+        default_factory=dict,
+        description=f"session settings for every conversation: any of {', '.join(SAMPLING_FIELDS)}")
     asr: ASRConfig = pydantic.Field(default_factory=ASRConfig, description="speech recognition for word timings")
     judge: JudgeConfig = pydantic.Field(default_factory=JudgeConfig,
                                         description="LLM judge of role answers; no base_url: judging skipped")

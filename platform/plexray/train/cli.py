@@ -1,4 +1,4 @@
-"""`plexray train`, `plexray evaluate`, `plexray merge`."""
+"""`plexray train`, `plexray evaluate loss` (`evaluate behaviour`: plexray.evaluation.cli), `plexray merge`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from plexray.evaluation import cli as evaluation_cli
 from plexray.settings import add_config_arguments, load_platform_config
 
 
@@ -14,15 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_arguments(train)
     train.set_defaults(handler=_train)
 
-    evaluate = subparsers.add_parser("evaluate", help="loss components and accuracies of a checkpoint on a dataset")
-    evaluate.add_argument("--checkpoint", type=Path, default=None,
-                          help="training checkpoint (adapter or full weights) or standalone checkpoint directory; "
-                               "default: the base model itself")
-    evaluate.add_argument("--dataset", default=None, help="training-set directory (default: train.dataset)")
-    evaluate.add_argument("--split", choices=["validation", "train", "all"], default="validation")
-    evaluate.add_argument("--output", type=Path, default=None, help="also write the JSON report here")
-    add_config_arguments(evaluate)
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate = subparsers.add_parser("evaluate", help="evaluate checkpoints: loss on a dataset (loss) or behaviour "
+                                                      "in conversations (behaviour)")
+    evaluations = evaluate.add_subparsers(dest="evaluation", required=True, metavar="SUBCOMMAND")
+    loss = evaluations.add_parser("loss", help="loss components and accuracies of a checkpoint on a dataset")
+    loss.add_argument("--checkpoint", type=Path, default=None,
+                      help="training checkpoint (adapter or full weights) or standalone checkpoint directory; "
+                           "default: the base model itself")
+    loss.add_argument("--dataset", default=None, help="training-set directory (default: train.dataset)")
+    loss.add_argument("--split", choices=["validation", "train", "all"], default="validation")
+    loss.add_argument("--output", type=Path, default=None, help="also write the JSON report here")
+    add_config_arguments(loss)
+    loss.set_defaults(handler=_evaluate)
+    evaluation_cli.register(evaluations)
 
     merge = subparsers.add_parser("merge", help="fold a LoRA adapter into the base model: a standalone checkpoint")
     merge.add_argument("checkpoint", type=Path, help="training checkpoint directory (holds adapter_config.json)")
