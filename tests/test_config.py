@@ -84,9 +84,12 @@ def test_committed_configuration_reference_is_current():
 @pytest.mark.parametrize("content, problem", [
     (b"model:\n  dtype: \xff\xfe bfloat16\n", "not UTF-8 text"),
     ("model:\n  dtype: [unclosed\n".encode(), "not valid YAML"),
+    ("train:\n  max_steps: 5\n  batch_size: 2\n  max_steps: 7\n".encode(),
+     "not valid YAML: duplicate key 'max_steps' at line 4"),
 ])
 def test_unreadable_config_file_is_one_line_naming_the_file(tmp_path, capsys, content, problem):
-    """Bytes that are not UTF-8 (a file saved as Latin-1 or UTF-16) and broken YAML: one line, no traceback."""
+    """Bytes that are not UTF-8 (a file saved as Latin-1 or UTF-16), broken YAML, and a key given twice
+    (which PyYAML would resolve silently, the later winning): one line, no traceback."""
     from plexray.cli import main
 
     path = tmp_path / "config.yaml"
