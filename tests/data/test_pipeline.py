@@ -6,12 +6,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from plexray.audio.espeak import EspeakVoice, synthesize
 from plexray.config import load_config
 from plexray.data.moshi_finetune import export_dataset, import_dataset
+from plexray.data.personas import load_library
 from plexray.data.pipeline import generate
 from plexray.data.shards import shard_files
+from plexray.data.tts import trim_silence
 from plexray.model.architectures import TEXT_END_OF_PADDING_ID, TEXT_PADDING_ID
-from plexray.model.prompt import SILENCE_FRAMES
+from plexray.model.prompt import SAMPLE_RATE, SILENCE_FRAMES
+from plexray.speech.align import PocketSphinxAligner
 from plexray.settings import PlexrayConfig
 
 OVERRIDES = [
@@ -59,6 +63,29 @@ def test_generate_writes_reconciled_shards_and_manifest(dataset):
     assert offsets["count"] > 0 and set(offsets) == {"count", "median_ms", "share_0_200_ms", "share_overlaps"}
     for plot in ("durations", "turns", "gaps", "offsets"):
         assert (output_dir / "stats" / f"{plot}.png").stat().st_size > 1000
+
+
+def test_word_timings_come_from_the_aligner_and_interpolated_words_are_counted(dataset):
+    """espeak-ng speaks whole turns and the words are timed by forced alignment (plexray.speech.align)."""
+    output_dir, manifest = dataset
+    library = load_library()
+    aligner = PocketSphinxAligner()
+    rows = _rows(output_dir)
+    counted = 0
+    for row in rows:
+        transcript = json.loads(row["transcript"])
+        counted += sum(entry["interpolated_words"] for entry in transcript)
+        # The first agent turn spoken whole (not cut short by a barge-in): its words, as the aligner times them
+        turn = next(t for t in transcript if t["speaker"] == "agent" and t["kind"] == "turn" and not t["interrupted"])
+        voice = library.personas[row["persona_id"]].voice
+        samples = trim_silence(synthesize(turn["text"], EspeakVoice("en-us", voice.variant, voice.pitch, voice.rate)))
+        aligned = aligner.align(samples, SAMPLE_RATE, [word for word, _, _ in turn["words"]])
+        assert [[w.text, turn["start_s"] + w.start_s, turn["start_s"] + w.end_s] for w in aligned.words] == [
+            [word, pytest.approx(start, abs=0.002), pytest.approx(end, abs=0.002)] for word, start, end in turn["words"]]
+        # sentence speech: words run together (word-by-word synthesis left 45 ms or more between every two)
+        assert any(b[1] - a[2] < 0.03 for a, b in zip(turn["words"], turn["words"][1:]))
+    assert manifest["interpolated_words"] == manifest["stats"]["alignment"]["interpolated_words"] == counted
+    assert manifest["stats"]["alignment"]["words"] > 0
 
 
 def test_rows_follow_the_contract(dataset, demo_bundle, ray_cluster):

@@ -20,7 +20,7 @@ def place(placements: list[tuple[str, float]], duration_s: float, voice: Voice =
           ) -> tuple[np.ndarray, list[Segment]]:
     """A [N] float32 24 kHz track with each text spoken from its start time (s); and each one's true span.
 
-    Each text is spoken word by word (plexray.data.tts): its first sample is speech and its last too.
+    Each text is spoken whole, trimmed at its first and last sound (plexray.data.tts): the span is the sound.
     """
     track = np.zeros(round(duration_s * RATE), np.float32)
     spans = []

@@ -38,7 +38,7 @@ FADE_S = 0.03
 class Conversation:
     agent: np.ndarray  # [N] float32 at 24 kHz
     user: np.ndarray  # [N] float32 at 24 kHz
-    transcript: list[dict]  # {"speaker", "text", "start_s", "end_s", "kind", "interrupted", "words"}
+    transcript: list[dict]  # {"speaker", "text", "start_s", "end_s", "kind", "interrupted", "words", "interpolated_words"}
     gaps_s: list[float]  # floor-transfer offsets: start of a turn minus end of the previous one (negative: overlap)
 
     @property
@@ -137,7 +137,7 @@ def _fits(placed: list[_Placed], speaker: Speaker, start: int, length: int) -> b
 def _kept_words(p: _Placed) -> list[WordTiming]:
     offset = _seconds(p.start)
     kept_s = _seconds(p.length)
-    return [WordTiming(w.word, offset + w.start_s, offset + min(w.end_s, kept_s))
+    return [WordTiming(w.word, offset + w.start_s, offset + min(w.end_s, kept_s), w.interpolated)
             for w in p.utterance.words if w.start_s < kept_s]
 
 
@@ -160,5 +160,6 @@ def _render(placed: list[_Placed], gaps: list[float], limit: int) -> Conversatio
         transcript.append({"speaker": p.speaker, "text": " ".join(w.word for w in words),
                            "start_s": round(_seconds(p.start), 3), "end_s": round(_seconds(end), 3),
                            "kind": p.kind, "interrupted": p.cut is not None,
-                           "words": [[w.word, round(w.start_s, 3), round(w.end_s, 3)] for w in words]})
+                           "words": [[w.word, round(w.start_s, 3), round(w.end_s, 3)] for w in words],
+                           "interpolated_words": sum(w.interpolated for w in words)})
     return Conversation(channels["agent"], channels["user"], transcript, gaps)

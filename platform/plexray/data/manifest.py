@@ -109,6 +109,7 @@ def write_manifest(output_dir: Path, plan: list[PlanItem], settings: dict, run: 
         "rejects_by_stage": dict(collections.Counter(rejects[i]["stage"] for i in rejected_planned)),
         "alignment": settings["data"]["alignment"],
         "late_words": stats["alignment"]["late_words"],
+        "interpolated_words": stats["alignment"]["interpolated_words"],
         "seed": settings["data"]["seed"],
         "shards": [path.name for path in shard_files(output_dir)],
         "stats": stats,

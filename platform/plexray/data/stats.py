@@ -48,6 +48,7 @@ def _summary(values: list[float]) -> dict:
 
 def conversation_stats(table: pa.Table) -> dict:
     conversation_s, turns, gaps, overlaps, backchannels, barge_ins = [], [], [], 0, 0, 0
+    words, interpolated_words = 0, 0
     for frames, prompt_end, transcript in zip(table.column("num_frames").to_pylist(),
                                               table.column("prompt_end").to_pylist(),
                                               table.column("transcript").to_pylist()):
@@ -57,13 +58,17 @@ def conversation_stats(table: pa.Table) -> dict:
         turns.append(len(main))
         backchannels += len(entries) - len(main)
         barge_ins += sum(bool(t.get("interrupted")) for t in main)
+        words += sum(len(t.get("words", [])) for t in entries)
+        interpolated_words += sum(t.get("interpolated_words", 0) for t in entries)  # absent before the aligner
         for previous, current in zip(main, main[1:]):
             gap = current["start_s"] - previous["end_s"]
             gaps.append(gap)
             overlaps += gap < 0
     late_words = table.column("late_words").to_pylist()
     alignment = {"late_words": sum(late_words), "conversations_with_late_words": sum(count > 0 for count in late_words),
-                 "dropped_text_tokens": sum(table.column("dropped_text_tokens").to_pylist())}
+                 "dropped_text_tokens": sum(table.column("dropped_text_tokens").to_pylist()),
+                 # words the aligner could not place (not in its dictionary, or a failed search): timed by interpolation
+                 "words": words, "interpolated_words": interpolated_words}
     return {"conversation_seconds": _summary(conversation_s), "turns": _summary(turns), "gaps_s": _summary(gaps),
             "floor_transfer_offsets": offset_summary(gaps), "overlaps": overlaps, "barge_ins": barge_ins,
             "backchannels": backchannels, "alignment": alignment,

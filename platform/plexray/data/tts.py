@@ -1,9 +1,10 @@
-"""Speech synthesis for dialogues: a TTS interface and its espeak-ng implementation with word timings.
+"""Speech synthesis for dialogues: a TTS interface and its espeak-ng implementation, with word timings.
 
-espeak-ng's command line reports no word boundaries, so the espeak backend speaks each word on
-its own (cached per word and voice), trims the silence around it and joins the words with short
-gaps (longer after commas and sentence ends). The joins are where the words are: the timings are
-exact by construction, which the `word` alignment strategy needs.
+espeak-ng speaks each turn whole (sentence prosody: words run together, pitch falls only at sentence
+ends) and the word times come from forced alignment of the known text on that audio
+(`plexray.speech.align`), as they must for any backend whose synthesizer reports no word times. An
+earlier version spoke one word at a time and joined the words with gaps: exact times, but speech with a
+pause at nearly every word boundary and isolated-word intonation, which a model would learn to imitate.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import numpy as np
 from plexray.audio.espeak import EspeakVoice, synthesize
 from plexray.data.personas import Voice
 from plexray.model.prompt import SAMPLE_RATE
+from plexray.speech.align import PocketSphinxAligner
 
-WORD_GAP_S = 0.045
-COMMA_GAP_S = 0.18
-SENTENCE_GAP_S = 0.32
-TRIM_THRESHOLD = 0.01  # fraction of full scale below which a word's edges count as silence
+TRIM_THRESHOLD = 0.01  # fraction of full scale below which an utterance's edges count as silence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +29,7 @@ class WordTiming:
     word: str
     start_s: float
     end_s: float
+    interpolated: bool = False  # the aligner could not place it: timed between its neighbours (speech/align.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ class SpeechSynthesizer(tp.Protocol):
 
 
 def split_words(text: str) -> list[str]:
-    """Words with their trailing punctuation kept (it decides the pause after them)."""
+    """Words with their trailing punctuation kept (as they appear in transcripts)."""
     return [w for w in re.split(r"\s+", text.strip()) if re.search(r"[\w']", w)]
 
 
@@ -56,29 +56,27 @@ def trim_silence(samples: np.ndarray) -> np.ndarray:
     return samples[loud[0]:loud[-1] + 1] if loud.size else samples[:0]
 
 
-@functools.lru_cache(maxsize=8192)
-def _spoken_word(word: str, variant: str, pitch: int, rate: int) -> np.ndarray:
-    return trim_silence(synthesize(word, EspeakVoice("en-us", variant, pitch, rate)))
+@functools.cache
+def _aligner() -> PocketSphinxAligner:
+    """One aligner per process (a model load), shared by every synthesizer in it."""
+    return PocketSphinxAligner()
+
+
+@functools.lru_cache(maxsize=4096)  # backchannels and the voice sample text repeat in every conversation
+def _spoken(text: str, variant: str, pitch: int, rate: int) -> Utterance:
+    words = split_words(text)
+    samples = trim_silence(synthesize(" ".join(words), EspeakVoice("en-us", variant, pitch, rate)))
+    if not words or samples.size == 0:
+        return Utterance(np.zeros(0, np.float32), ())
+    alignment = _aligner().align(samples, SAMPLE_RATE, words)
+    return Utterance(samples.astype(np.float32),
+                     tuple(WordTiming(w.text, w.start_s, w.end_s, index in alignment.interpolated)
+                           for index, w in enumerate(alignment.words)))
 
 
 class EspeakSynthesizer:
     def speak(self, text: str, voice: Voice) -> Utterance:
-        pieces: list[np.ndarray] = []
-        words: list[WordTiming] = []
-        cursor = 0
-        for word in split_words(text):
-            spoken = _spoken_word(re.sub(r"[^\w'-]", "", word) or word, voice.variant, voice.pitch, voice.rate)
-            if spoken.size == 0:
-                continue
-            words.append(WordTiming(word, cursor / SAMPLE_RATE, (cursor + spoken.size) / SAMPLE_RATE))
-            gap_s = SENTENCE_GAP_S if word[-1] in ".!?" else COMMA_GAP_S if word[-1] in ",;:" else WORD_GAP_S
-            gap = np.zeros(int(gap_s * SAMPLE_RATE), np.float32)
-            pieces += [spoken, gap]
-            cursor += spoken.size + gap.size
-        if not pieces:
-            return Utterance(np.zeros(0, np.float32), ())
-        samples = np.concatenate(pieces[:-1])  # no pause after the last word
-        return Utterance(samples.astype(np.float32), tuple(words))
+        return _spoken(text, voice.variant, voice.pitch, voice.rate)
 
 
 def synthesizer(name: str) -> SpeechSynthesizer:

@@ -99,39 +99,54 @@ _NOT_A_WORD = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
 _PRONUNCIATION_VARIANT = re.compile(r"\(\d+\)$")
 
 
+def pocketsphinx_decoder(loglevel: str = "ERROR"):
+    """A PocketSphinx decoder with its shipped US English acoustic model, cmudict and language model."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise BackendMissing("the embedded ASR backend needs the pocketsphinx package: pip install pocketsphinx"
+                             ) from None
+    return Decoder(samprate=SPEECH_SAMPLE_RATE, loglevel=loglevel)
+
+
+def pocketsphinx_words(decoder, samples: np.ndarray, sample_rate: int) -> list[Word] | None:
+    """The words `decoder` finds in `samples` with its current search (recognition, or alignment of a
+    known text: `speech/align.py`); None where an alignment search could not reach the end of its text.
+
+    Callers hold the decoder alone meanwhile: it decodes one utterance at a time.
+    """
+    audio = to_speech_rate(samples, sample_rate)
+    pcm16 = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    # Exact digital silence (a constructed track, a model's muted output) makes PocketSphinx's log
+    # energies degenerate and it hears a word in it. One least significant bit of noise (its own
+    # `dither`, but from a seed fixed per call: the same track always gives the same words) prevents that.
+    pcm16 += np.random.default_rng(0).integers(-1, 2, size=pcm16.size, dtype=np.int16)
+    decoder.start_utt()
+    decoder.process_raw(pcm16.tobytes(), full_utt=True)
+    decoder.end_utt()
+    segments = decoder.seg()
+    if segments is None:
+        return None
+    frames_per_s = float(decoder.config["frate"])  # segment times are in frames (100 per second)
+    return [Word(text=_PRONUNCIATION_VARIANT.sub("", segment.word),
+                 start_s=segment.start_frame / frames_per_s,
+                 end_s=(segment.end_frame + 1) / frames_per_s,  # end_frame is the last frame, inclusive
+                 confidence=float(segment.prob))
+            for segment in segments if not _NOT_A_WORD.match(segment.word)]
+
+
 class PocketSphinxTranscriber:
     """PocketSphinx with its shipped US English model; one decoder per instance, one track at a time."""
 
     name = "pocketsphinx"
 
     def __init__(self):
-        try:
-            from pocketsphinx import Decoder
-        except ImportError:
-            raise BackendMissing("the embedded ASR backend needs the pocketsphinx package: pip install pocketsphinx"
-                                 ) from None
-        # The default config is the shipped en-us acoustic model, cmudict and language model.
-        self._decoder = Decoder(samprate=SPEECH_SAMPLE_RATE, loglevel="ERROR")
-        self._frames_per_s = float(self._decoder.config["frate"])  # segment times are in frames (100 per second)
+        self._decoder = pocketsphinx_decoder()
         self._lock = threading.Lock()  # a decoder holds one utterance at a time
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> list[Word]:
-        audio = to_speech_rate(samples, sample_rate)
-        pcm16 = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-        # Exact digital silence (a constructed track, a model's muted output) makes PocketSphinx's log
-        # energies degenerate and it hears a word in it. One least significant bit of noise (its own
-        # `dither`, but from a seed fixed per call: the same track always gives the same words) prevents that.
-        pcm16 += np.random.default_rng(0).integers(-1, 2, size=pcm16.size, dtype=np.int16)
         with self._lock:
-            self._decoder.start_utt()
-            self._decoder.process_raw(pcm16.tobytes(), full_utt=True)
-            self._decoder.end_utt()
-            segments = list(self._decoder.seg())
-        return [Word(text=_PRONUNCIATION_VARIANT.sub("", segment.word),
-                     start_s=segment.start_frame / self._frames_per_s,
-                     end_s=(segment.end_frame + 1) / self._frames_per_s,  # end_frame is the last frame, inclusive
-                     confidence=float(segment.prob))
-                for segment in segments if not _NOT_A_WORD.match(segment.word)]
+            return pocketsphinx_words(self._decoder, samples, sample_rate) or []
 
 
 class WhisperTranscriber:
