@@ -122,6 +122,34 @@ def test_missing_key_environment_variable_is_a_config_error(monkeypatch):
         Gatekeeper(SecurityConfig(api_keys=[{"name": "x", "key_env": "PLEXRAY_MISSING_KEY"}]))
 
 
+def test_status_shows_persona_prompts_only_to_a_caller_with_a_key():
+    """Where keys are required, a persona's text prompt is for callers who could converse with it."""
+    import httpx
+
+    from plexray.serve.app.ingress import status_app
+    from plexray.serve.config import ServeConfig
+
+    class Fleet:
+        async def snapshot(self) -> dict:
+            return {"live_sessions": 0, "capacity": 2, "waiting": 0, "replicas": 1}
+
+    prompt = "You are Ada. The discount code is INTERNAL-42."
+    config = ServeConfig(personas={"assistant": PersonaConfig(text_prompt=prompt)},
+                         security=SecurityConfig(api_keys=[{"name": "app", "key": "s3cret"}]))
+
+    async def personas(served: ServeConfig, headers: dict) -> list[dict]:
+        transport = httpx.ASGITransport(app=status_app(served, Fleet()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+            return (await client.get("/status", headers=headers)).json()["adapters"]
+
+    for headers in ({}, {"x-api-key": "wrong"}):
+        shown = asyncio.run(personas(config, headers))
+        assert [p["name"] for p in shown] == ["assistant"] and "text_prompt" not in shown[0]
+    assert asyncio.run(personas(config, {"x-api-key": "s3cret"}))[0]["text_prompt"] == prompt
+    no_keys = config.model_copy(update={"security": SecurityConfig()})  # nothing to hide from anyone
+    assert asyncio.run(personas(no_keys, {}))[0]["text_prompt"] == prompt
+
+
 def test_redacted_query_hides_secrets():
     assert redact_query("api_key=abc&text_prompt=hi") == "api_key=%2A%2A%2A&text_prompt=hi"
 

@@ -354,6 +354,19 @@ def status_app(config: ServeConfig, ledger: StatusSource, knowledge: dict[str, d
                  "mode": "speech_to_speech", "voice": persona.voice, "text_prompt": persona.text_prompt,
                  "allow_overrides": persona.allow_overrides, "knowledge": (knowledge or {}).get(name)}
                 for name, persona in config.personas.items()]
+    # A persona's prompt is the operator's work (and may name internal facts): where keys are required,
+    # only a caller with a valid key sees it, as only such a caller could converse with it.
+    without_prompts = [{k: v for k, v in persona.items() if k != "text_prompt"} for persona in personas]
+    gatekeeper = Gatekeeper(config.security)
+
+    def personas_for(request: Request) -> list[dict]:
+        if not gatekeeper.keys_required:
+            return personas
+        try:
+            gatekeeper.check(request.headers, request.query_params, request.client and tuple(request.client))
+        except AdmissionDenied:
+            return without_prompts
+        return personas
     talk_page = (importlib.resources.files("plexray.serve") / "web" / "talk.html").read_text()
     bounded_ledger = BoundedLedger(ledger)
 
@@ -368,11 +381,11 @@ def status_app(config: ServeConfig, ledger: StatusSource, knowledge: dict[str, d
     async def status(request: Request) -> JSONResponse:
         snapshot = await fleet()
         if snapshot is None:
-            return JSONResponse({"available": False, "degraded": LEDGER_UNAVAILABLE, "adapters": personas,
+            return JSONResponse({"available": False, "degraded": LEDGER_UNAVAILABLE, "adapters": personas_for(request),
                                  "default_persona": config.default_persona})
         return JSONResponse({
             "available": snapshot["live_sessions"] < snapshot["capacity"],
-            "adapters": personas, "default_persona": config.default_persona,
+            "adapters": personas_for(request), "default_persona": config.default_persona,
             "websocket_endpoint": "/ws/voice/{adapter_name}", "binary_endpoint": "/api/chat",
             "sessions_per_replica": config.sessions_per_replica,
             "capacity": snapshot["capacity"], "live_sessions": snapshot["live_sessions"],
