@@ -1,5 +1,5 @@
 """Training shards in the contract schema, written by the tests themselves (random conversation codes
-after a real prompt phase from plexray.model.prompt)."""
+after a real prompt phase from plexray.model.prompt); damaged checkpoint files."""
 
 from __future__ import annotations
 
@@ -53,3 +53,9 @@ def train_overrides(dataset: Path, output: Path, **values) -> list[str]:
                 "train.validation_fraction": 0.25, "train.optim.lr": 1e-3, "train.optim.warmup_steps": 1,
                 "train.lora.rank": 4} | values
     return [f"{key}={value}" for key, value in settings.items()]
+
+
+def cut_in_half(path: Path) -> None:
+    """A file cut short, as a full disk or a broken-off copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])

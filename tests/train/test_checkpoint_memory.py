@@ -75,7 +75,8 @@ def _measure_checkpoint(loop_config: dict) -> None:
             return wrapped.state_dict()
 
     def save():
-        return checkpoint.save_checkpoint(wrapped, optimizer, scheduler, {"step": 1}, is_lora)
+        return checkpoint.save_checkpoint(wrapped, optimizer, scheduler, {"progress": {"step": 1}, "lora": is_lora},
+                                          is_lora)
 
     whole_model_gather, whole_state = _peak_growth_bytes(whole_model_on_every_rank)
     checkpoint_growth, staging = _peak_growth_bytes(save)

@@ -1,5 +1,5 @@
 """Ray Train runs on the session's local cluster: FSDP equivalence, worker failure, driver restart,
-then evaluation and merge of what the run wrote (through the CLI)."""
+then evaluation and merge of what the run wrote (through the CLI), then reruns whose checkpoints are damaged."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from plexray.cli import main
 from plexray.config import load_config
 from plexray.model import load_model
 from plexray.settings import PlexrayConfig
+from plexray.train.checkpoint import OPTIMIZER_FILE, STATE_FILE
 from plexray.train.report import METRICS_FILE, read_metrics
-from plexray.train.run import run_training
-from shards import conversation_row, train_overrides, write_shards
+from plexray.train.resume import CHECKPOINT_PREFIX
+from plexray.train.run import SUMMARY_FILE, TrainingRunError, run_training
+from shards import conversation_row, cut_in_half, train_overrides, write_shards
 
 
 def _config(dataset: Path, output: Path, **values) -> PlexrayConfig:
@@ -23,6 +25,12 @@ def _config(dataset: Path, output: Path, **values) -> PlexrayConfig:
 
 def _logged_steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+
+
+def _checkpoints_by_step(run_dir: Path) -> list[Path]:
+    """The run's checkpoints in storage, newest first."""
+    return sorted((path for path in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if path.is_dir()), reverse=True,
+                  key=lambda path: json.loads((path / STATE_FILE).read_text())["progress"]["step"])
 
 
 def test_two_fsdp_workers_match_one_worker_on_the_same_global_batch(ray_cluster, demo_bundle, tmp_path):
@@ -35,12 +43,15 @@ def test_two_fsdp_workers_match_one_worker_on_the_same_global_batch(ray_cluster,
             "train.validation_fraction": 0.0, "train.max_steps": 3, "train.eval_every": 3})
         summary = run_training(config)
         assert summary["status"] == "finished" and summary["steps"] == 3
-        curves[workers] = [r["loss"] for r in read_metrics(Path(summary["run_dir"]))]
+        records = read_metrics(Path(summary["run_dir"]))
+        assert [r["epoch"] for r in records] == [0, 1, 2]  # one global batch an epoch
+        curves[workers] = [r["loss"] for r in records]
     assert curves[1][0] != pytest.approx(curves[1][-1], rel=1e-6)  # the model did move
     assert curves[2] == pytest.approx(curves[1], rel=1e-4)
 
 
-def test_resume_after_worker_death_and_driver_restart_then_evaluate_and_merge(ray_cluster, train_set, tmp_path):
+def test_resume_after_worker_death_and_driver_restart_then_evaluate_merge_and_damaged_checkpoints(
+        ray_cluster, train_set, tmp_path):
     config = _config(train_set, tmp_path / "runs", **{
         "train.run_name": "resumable", "train.max_steps": 5, "train.fail_at_step": 4, "train.max_failures": 1})
     summary = run_training(config)
@@ -57,6 +68,9 @@ def test_resume_after_worker_death_and_driver_restart_then_evaluate_and_merge(ra
     longer = _config(train_set, tmp_path / "runs", **{"train.run_name": "resumable", "train.max_steps": 6})
     assert run_training(longer)["steps"] == 6
     assert _logged_steps(run_dir) == [1, 2, 3, 3, 4, 5, 6]
+    # Epochs as an uninterrupted run numbers them, over both resumes: 9 of the 12 conversations train
+    # (the validation split is by id hash), 5 micro-batches of 2 an epoch; step 5 ends epoch 0.
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [0, 0, 0, 0, 0, 1]
 
     best = Path(json.loads((run_dir / "train_summary.json").read_text())["best_checkpoint"])
     assert {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt"} <= {p.name for p in best.iterdir()}
@@ -71,3 +85,29 @@ def test_resume_after_worker_death_and_driver_restart_then_evaluate_and_merge(ra
 
     assert main(["merge", str(best), str(tmp_path / "merged"), *overrides]) == 0
     assert load_model(str(tmp_path / "merged")).family == "personaplex"
+
+    # The newest checkpoint cut short: a rerun passes over it to the newest intact one, and says so.
+    newest, previous = _checkpoints_by_step(run_dir)[:2]
+    resumed_at = json.loads((previous / STATE_FILE).read_text())["progress"]["step"]
+    cut_in_half(newest / OPTIMIZER_FILE)
+    summary = run_training(_config(train_set, tmp_path / "runs", **{"train.run_name": "resumable",
+                                                                    "train.max_steps": 7}))
+    assert summary["status"] == "finished" and summary["steps"] == 7
+    assert summary["resumed_from"] == str(previous)
+    [damaged] = summary["damaged_checkpoints"]
+    assert (damaged["checkpoint"], damaged["file"]) == (str(newest), OPTIMIZER_FILE)
+    assert "PytorchStreamReader failed reading zip archive" in damaged["reason"]
+    assert _logged_steps(run_dir)[7:] == list(range(resumed_at + 1, 8))
+
+    # Every checkpoint damaged: one line naming each, and a summary that says the run failed.
+    for path in _checkpoints_by_step(run_dir):
+        cut_in_half(path / OPTIMIZER_FILE)
+    with pytest.raises(TrainingRunError) as error:
+        run_training(_config(train_set, tmp_path / "runs", **{"train.run_name": "resumable", "train.max_steps": 8,
+                                                              "train.max_failures": 0}))
+    message = str(error.value)
+    assert message.startswith("run 'resumable' failed: NoIntactCheckpointError: no intact checkpoint to resume from")
+    assert "\n" not in message and all(f"{path}: optimizer.pt unreadable" in message
+                                       for path in _checkpoints_by_step(run_dir))
+    failed = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert (failed["status"], failed["error"], failed["steps"]) == ("failed", message, 7)

@@ -16,13 +16,14 @@ import json
 import tempfile
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 
 from plexray.model import layout, reference
 from plexray.model.loader import read_safetensors
 from plexray.train import distributed, lora
-from plexray.train.errors import AdapterMismatchError
+from plexray.train.errors import AdapterMismatchError, DamagedCheckpointError
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
@@ -59,10 +60,46 @@ def write_training_state(directory: Path, optimizer_state: dict, scheduler_state
 
 
 def read_training_state(directory: Path) -> tuple[dict, dict]:
-    """-> (trainer state, {"optimizer", "scheduler"})."""
-    state = json.loads((directory / STATE_FILE).read_text())
-    optim = torch.load(directory / OPTIMIZER_FILE, map_location="cpu", weights_only=False)
+    """-> (trainer state, {"optimizer", "scheduler"}), once every file a resume reads is known to be whole:
+    DamagedCheckpointError names the first that is missing or unreadable, and why. The weights are only
+    checked here (their safetensors header against the file's size: a cut file fails), not loaded."""
+    state = _read(directory, STATE_FILE, lambda path: parse_state(path.read_text()))
+    optim = _read(directory, OPTIMIZER_FILE, lambda path: torch.load(path, map_location="cpu", weights_only=False))
+    if state["lora"]:
+        _read(directory, lora.ADAPTER_CONFIG, lambda path: json.loads(path.read_text()))
+        _read(directory, lora.ADAPTER_WEIGHTS, _check_safetensors)
+    else:
+        _read(directory, reference.LM_FILE, _check_safetensors)
     return state, optim
+
+
+def parse_state(text: str) -> dict:
+    """A trainer_state.json's text -> the state, if it holds what a resume needs (ValueError if not)."""
+    state = json.loads(text)
+    if not isinstance(state.get("progress", {}).get("step"), int) or "lora" not in state:
+        raise ValueError("no progress.step or lora in it")
+    return state
+
+
+def _read(directory: Path, name: str, read):
+    path = directory / name
+    if not path.is_file():
+        raise DamagedCheckpointError(name, "missing")
+    try:
+        return read(path)
+    except Exception as exc:  # whatever its reader raises on a cut or garbled file
+        raise DamagedCheckpointError(name, unreadable(exc)) from exc
+
+
+def unreadable(exc: Exception) -> str:
+    """The reason a file could not be read, in one line."""
+    lines = str(exc).strip().splitlines()
+    return f"unreadable ({type(exc).__name__}: {lines[0] if lines else ''})"
+
+
+def _check_safetensors(path: Path) -> None:
+    with safetensors.safe_open(str(path), "pt"):
+        pass
 
 
 def is_adapter(directory: Path) -> bool:

@@ -13,3 +13,18 @@ class AdapterMismatchError(CheckpointError):
 
 class TrainingDivergedError(PlexrayError):
     """Too many consecutive steps had a non-finite loss; the last good checkpoint is kept."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A file a resume needs is missing from a training checkpoint, or cannot be read (cut short, garbled)."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(file, reason)  # as args, so that the error survives pickling between Ray processes
+        self.file, self.reason = file, reason
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+class NoIntactCheckpointError(CheckpointError):
+    """Every checkpoint of the run that a resume could start from is damaged."""

@@ -3,7 +3,7 @@
     <output_dir>/<run_name>/            Ray Train's run directory (checkpoints, its own state)
         metrics.jsonl                   one record per step (validation metrics at evaluation steps)
         loss_curve.png                  total, text, semantic, acoustic loss: training and validation
-        train_summary.json              the machine-readable outcome
+        train_summary.json              the machine-readable outcome: status finished, diverged or failed
 """
 
 from __future__ import annotations
@@ -64,12 +64,14 @@ def run_training(config: PlexrayConfig) -> dict:
     )
     try:
         result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors in its own types; keep the first line of the cause
-        raise TrainingRunError(f"run {train.run_name!r} failed: {str(exc).strip().splitlines()[0]} "
-                               f"(checkpoints so far are kept in {run_dir})") from exc
+    except Exception as exc:  # Ray wraps worker errors in its own types
+        message = f"run {train.run_name!r} failed: {_cause(exc)} (checkpoints so far are kept in {run_dir})"
+        summary = _summary(config, run_dir, report.read_metrics(run_dir), time.perf_counter() - started)
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary | {"status": "failed", "error": message}, indent=2))
+        raise TrainingRunError(message) from exc
 
     records = report.read_metrics(run_dir)
-    summary = _summary(config, run_dir, result, records, time.perf_counter() - started)
+    summary = _summary(config, run_dir, records, time.perf_counter() - started) | _outcome(result, records)
     if records:
         summary["loss_curve"] = str(report.plot_loss_curves(records, run_dir / report.CURVE_FILE))
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
@@ -78,23 +80,47 @@ def run_training(config: PlexrayConfig) -> dict:
     return summary
 
 
-def _summary(config: PlexrayConfig, run_dir: Path, result, records: list[dict], seconds: float) -> dict:
+def _cause(exc: BaseException) -> str:
+    """The error a worker raised, in one line, found inside Ray's wrappers: a WorkerGroupError holds each
+    rank's error (`worker_failures`), wrapped with its traceback text (whose `_base_exc` is the error)."""
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        exc = failures[min(failures)]
+    exc = getattr(exc, "_base_exc", exc)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _summary(config: PlexrayConfig, run_dir: Path, records: list[dict], seconds: float) -> dict:
+    """What a run's summary says whatever its outcome (the steps as its metrics record them)."""
+    last = records[-1] if records else {}
+    return {
+        "run_dir": str(run_dir),
+        "steps": last.get("step", 0),
+        "max_steps": config.train.max_steps,
+        "num_workers": config.train.num_workers,
+        "lora": config.train.lora.enabled,
+        "wall_seconds": round(seconds, 1),
+        "metrics_file": str(run_dir / report.METRICS_FILE),
+    }
+
+
+def _outcome(result, records: list[dict]) -> dict:
+    """What a run that Ray saw to its end adds: its status, losses, checkpoints and throughput."""
     last = records[-1] if records else {}
     evaluations = [r for r in records if "val_loss" in r]
     throughput = [r["frames_per_s"] for r in records if "frames_per_s" in r]
     best = min(result.best_checkpoints or [], key=lambda pair: pair[1].get("val_loss", pair[1].get("loss")),
                default=None)
     return {
-        "run_dir": str(run_dir),
         "status": "diverged" if DIVERGED_METRIC in (result.metrics or {}) else "finished",
-        "steps": last.get("step", 0),
-        "max_steps": config.train.max_steps,
-        "num_workers": config.train.num_workers,
-        "lora": config.train.lora.enabled,
         "trainable_parameters": last.get("trainable_parameters"),
         "total_parameters": last.get("total_parameters"),
         "skipped_steps": last.get("skipped_steps", 0),
         "empty_steps": last.get("empty_steps", 0),
+        # the resume that the last step's attempt started from (worker.py), and the damaged checkpoints it passed over
+        "resumed_from": last.get("resumed_from"),
+        "damaged_checkpoints": last.get("damaged_checkpoints", []),
         "final_train": {k: last[k] for k in ("loss", "text_loss", "semantic_loss", "acoustic_loss") if k in last},
         "final_validation": {k: v for k, v in (evaluations[-1] if evaluations else {}).items() if k.startswith("val_")},
         "latest_checkpoint": result.checkpoint.path if result.checkpoint else None,
@@ -102,6 +128,4 @@ def _summary(config: PlexrayConfig, run_dir: Path, result, records: list[dict], 
         "best_val_loss": best[1].get("val_loss") if best else None,
         "frames_per_s_per_worker": sum(throughput) / len(throughput) if throughput else None,
         "peak_memory_mb": max((r.get("peak_memory_mb", 0) for r in records), default=None),
-        "wall_seconds": round(seconds, 1),
-        "metrics_file": str(run_dir / report.METRICS_FILE),
     }

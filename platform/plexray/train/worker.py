@@ -2,7 +2,15 @@
 metrics and checkpoints to Ray Train, and resumes from the checkpoint Ray hands back.
 
 Ray restarts workers from the latest registered checkpoint after a failure (`FailureConfig`),
-and a new driver run with the same run name finds the same checkpoints in storage.
+and a new driver run with the same run name finds the same checkpoints in storage. A resume starts
+from the newest intact checkpoint of the run (resume.py: a damaged latest one is passed over), and
+every step record of a resumed attempt says which (`resumed_from`, `damaged_checkpoints`).
+
+Epochs: `Progress` counts the micro-batches taken of the current epoch, and moves to the next epoch
+as soon as an epoch's last micro-batch is taken, so a checkpoint written at an epoch's last step
+records the next epoch. A resumed run skips the micro-batches its epoch had already given, so it
+numbers its steps by epoch as an uninterrupted run would (and, where the shard's order is the same,
+trains on the same batches). A step's epoch is that of its first micro-batch.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import torch
 
 from plexray.config import dump_config
 from plexray.settings import PlexrayConfig
-from plexray.train import checkpoint, distributed, lora, report
+from plexray.train import checkpoint, distributed, lora, report, resume
 from plexray.train.data import collate, window_frames
 from plexray.train.errors import TrainingDivergedError
 from plexray.train.loop import LossSetup, NonFiniteGuard, evaluate, train_step
@@ -37,6 +45,7 @@ class Progress:
     skipped_steps: int = 0
     empty_steps: int = 0  # global batches without a single loss token (cropped inside the prompt phase)
     epoch: int = 0
+    epoch_batches: int = 0  # micro-batches of this epoch taken (by the steps done)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -49,16 +58,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     torch.manual_seed(train.seed)
 
-    resume = ray.train.get_checkpoint()
+    latest = ray.train.get_checkpoint()
     bundle = config.model.load(gradient_checkpointing=train.gradient_checkpointing)
     lm = bundle.lm.train()
     frames = window_frames(train.max_frames, lm)  # as evaluate.py: a window never exceeds the LM context
-    progress, optim_state = Progress(), None
-    if resume is not None:
-        with resume.as_directory() as directory:
-            state, optim_state = checkpoint.read_training_state(Path(directory))
-            model = checkpoint.load_weights(lm, Path(directory), trainable=True)
-        progress = Progress(**state["progress"])
+    progress, optim_state, resume_record = Progress(), None, {}
+    if latest is not None:
+        with resume.newest_intact(latest) as found:
+            model = checkpoint.load_weights(lm, found.directory, trainable=True)
+        progress, optim_state = Progress(**found.state["progress"]), found.optim
+        resume_record = {"resumed_from": found.path, "damaged_checkpoints": found.damaged}
+        if is_rank0:
+            print(found.log_line(), flush=True)
     elif train.lora.enabled:
         model = lora.apply_lora(lm, train.lora, train.seed)
     else:
@@ -76,7 +87,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("validation") if loop_config["has_validation"] else None
     batches = _batches(train_shard, train.batch_size, frames, train.loss.mask_prompt, progress)
     guard = NonFiniteGuard(train.max_nonfinite_steps, total=progress.skipped_steps)
-    started_fresh = resume is None
+    started_fresh = latest is None
 
     while progress.step < train.max_steps:
         step = progress.step + 1
@@ -85,6 +96,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             # once Ray's controller has registered a checkpoint to resume from.
             _wait_for_registered_checkpoint(run_dir)
             os._exit(1)
+        epoch = progress.epoch
         micro_batches = [next(batches) for _ in range(train.grad_accumulation)]
         begin = time.perf_counter()
         result = train_step(wrapped, optimizer, scheduler, micro_batches, setup, device, train.optim.grad_clip,
@@ -99,11 +111,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report({"step": step, DIVERGED_METRIC: str(exc), "skipped_steps": guard.total})
             return  # not an exception: Ray would retry a diverged run from its last checkpoint
         progress.step, progress.skipped_steps = step, guard.total
-        metrics = {"step": step, "epoch": progress.epoch, "lr": scheduler.get_last_lr()[0],
+        metrics = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                    "grad_norm": result.grad_norm, "skipped_steps": guard.total, "empty_steps": progress.empty_steps,
                    "frames_per_s": result.real_frames / seconds,
                    "peak_memory_mb": report.peak_memory_mb(device), "trainable_parameters": trainable,
-                   "total_parameters": total, **result.stats.metrics()}
+                   "total_parameters": total, **result.stats.metrics(), **resume_record}
         ckpt = None
         if step % train.eval_every == 0 or step == train.max_steps:
             if val_shard is not None:
@@ -167,9 +179,18 @@ def _epoch(shard, batch_size: int, max_frames: int, mask_prompt: bool):
 
 
 def _batches(shard, batch_size: int, max_frames: int, mask_prompt: bool, progress: Progress):
-    """Micro-batches forever, epoch after epoch (a resumed run starts its epoch over)."""
+    """Micro-batches forever, epoch after epoch, counted in `progress` (see the module's docstring);
+    the first epoch skips the micro-batches `progress` says were taken."""
+    skip = progress.epoch_batches
     while True:
-        for batch in _epoch(shard, batch_size, max_frames, mask_prompt):
+        epoch = itertools.islice(_epoch(shard, batch_size, max_frames, mask_prompt), skip, None)
+        skip = 0
+        batch = next(epoch, None)
+        while batch is not None:
+            following = next(epoch, None)  # one ahead: the epoch moves on with its last batch
+            progress.epoch_batches += 1
+            if following is None:
+                progress.epoch, progress.epoch_batches = progress.epoch + 1, 0
             yield batch
-        progress.epoch += 1
+            batch = following
 
