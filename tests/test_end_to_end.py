@@ -1,4 +1,5 @@
-"""The README's main command, shortened: data, training, merge, serving and a real conversation."""
+"""The README's main command, shortened: data, training, merge, serving, a real conversation and the
+behavioural comparison of base and fine-tuned."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SHORTENED = [
     "train.eval_every=2",
     "serve.sessions_per_replica=1",
     "serve.num_cpus=0.5",
+    "evaluation.test_set.conversations={turn_taking: 1, interruption: 1, role: 1}",
 ]
 
 
@@ -29,8 +31,8 @@ def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path, capfd
     printed = capfd.readouterr()
     # The platform's own progress, one line per step, with Ray's internal log lines in files instead.
     assert [line.split("]")[0] for line in printed.out.splitlines() if line.startswith("[")] == \
-        [f"[{step}/7" for step in range(1, 8)]
-    assert printed.out.count("done in") == 3  # dataset, training, conversation: counts and timings
+        [f"[{step}/8" for step in range(1, 9)]
+    assert printed.out.count("done in") == 4  # dataset, training, conversation, behaviour: counts and timings
     for ray_internal in ("Running Dataset", "Execution plan", "'training_iteration'", "Deployed app"):
         assert ray_internal not in printed.out
     assert "Execution plan of Dataset" not in printed.err  # Ray Data's progress bars stay on stderr, its log lines go
@@ -46,6 +48,11 @@ def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path, capfd
     assert rate == 24000 and reply.shape[-1] / rate >= conversation["user_seconds"] - 0.2
     assert conversation["handshake_s"] > 0 and conversation["first_audio_s"] > 0
     assert json.loads(open(conversation["transcript"]).read())["agent_text"] == conversation["agent_text"]
+    behaviour = summary["behaviour"]  # base vs fine-tuned on the serving engine, each conversation scored
+    assert behaviour["conversations"] == 3 and behaviour["scored"] == {"base": 3, "tuned": 3}
+    report = json.loads(open(behaviour["json"]).read())
+    assert report["comparison"]["base"] == "base" and report["checkpoints"]["tuned"] == summary["merged_checkpoint"]
+    assert "turn_taking" in open(behaviour["report"]).read()
 
     # A second run reuses the dataset, the training run and the merged checkpoint.
     again = run_demo(config, tmp_path / "demo")

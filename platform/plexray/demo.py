@@ -6,10 +6,14 @@ One command walks the whole product on a laptop-sized machine:
     2. the demo checkpoint (built once)              6. Ray Serve with the merged model
     3. a persona dataset with Ray Data               7. a scripted conversation over the WebSocket
     4. LoRA fine-tuning with Ray Train (2 workers)      protocol, the user spoken by espeak-ng
+                                                     8. behaviour of base vs fine-tuned (turn-taking,
+                                                        interruptions, backchannels, role) on the
+                                                        serving engine
 
 Each step reuses what an earlier run already built in the work directory (the dataset resumes by
 conversation id, a finished training run and a merged checkpoint are kept), and the command ends
-with a summary JSON: where every artifact is, loss before and after, serving latency, dashboard.
+with a summary JSON: where every artifact is, loss before and after, serving latency, the
+behavioural report, dashboard.
 
 The console shows the platform's own progress (one line per step, with counts and timings) and Ray
 Data's progress bars; Ray's internal log lines (operator plans, Train reports, Serve deployment
@@ -66,7 +70,7 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     summary: dict = {"workdir": str(workdir)}
-    step = _Steps(total=7)
+    step = _Steps(total=8)
 
     step("Ray cluster")
     if not ray.is_initialized():
@@ -134,6 +138,13 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     summary["conversation"] = conversation
     step.finished(f"{conversation['reply_seconds']} s of reply audio, first audio after "
                   f"{conversation['first_audio_s']} s")
+    if not keep_serving:  # the evaluation's engines get the CPUs the replicas held
+        _undeploy(config)
+
+    step("behaviour, base vs fine-tuned, on the serving engine")
+    summary["behaviour"] = _behaviour(config, summary["base_checkpoint"], merged, workdir / "behaviour")
+    step.finished(f"{summary['behaviour']['conversations']} test conversations per checkpoint; "
+                  f"report {summary['behaviour']['report']}")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if keep_serving:
@@ -143,11 +154,36 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        _undeploy(config)
+    return summary
+
+
+def _undeploy(config) -> None:
     from ray import serve
 
     serve.delete(config.serve.app_name)
     serve.delete(f"{config.serve.app_name}-ops")
-    return summary
+
+
+def _behaviour(config, base: str, tuned: Path, output_dir: Path) -> dict:
+    """Base vs fine-tuned on the behavioural test set (`plexray evaluate behaviour --compare`); a finished
+    report is reused, an unfinished one (an interrupted run) started over."""
+    import shutil
+
+    from plexray.evaluation.pipeline import evaluate_behaviour
+    from plexray.evaluation.report import REPORT_JSON, REPORT_MD
+
+    if (output_dir / REPORT_JSON).is_file():
+        report = json.loads((output_dir / REPORT_JSON).read_text())
+    else:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        report = evaluate_behaviour(config, {"base": base, "tuned": str(tuned)}, output_dir)
+    differences = (report.get("comparison") or {}).get("differences", {})
+    significant = [f"{task}.{name}" for task, metrics in differences.items()
+                   for name, difference in metrics.items() if difference["significant"]]
+    return {"report": str(output_dir / REPORT_MD), "json": str(output_dir / REPORT_JSON),
+            "conversations": report["test_set"]["conversations"], "scored": report["scored"],
+            "asr_backend": report["asr_backend"], "significant_differences": significant}
 
 
 class _Steps:
