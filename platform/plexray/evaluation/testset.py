@@ -15,9 +15,9 @@ Layout of a set (a user's own set has the same):
   conversations/<id>.json     one conversation's metadata (ConversationSpec below)
   audio/<id>.wav              its user track, 24 kHz mono
 
-User speech comes from the data pipeline's TTS backend, whose word timings are exact, so every
-span in the metadata is where the speech really is (first to last sample above espeak's trim
-threshold). Every track ends with `trailing_silence_s` of silence for the agent's answer.
+User speech comes from the data pipeline's TTS backend, which trims the silence at an utterance's
+edges, so every span in the metadata is where the speech really is (its first to last sample above
+the trim threshold). Every track ends with `trailing_silence_s` of silence for the agent's answer.
 """
 
 from __future__ import annotations
