@@ -11,8 +11,7 @@ from plexray.data.config import LibraryConfig
 from plexray.evaluation.judge import JudgeConfig
 from plexray.evaluation.testset import TASKS
 from plexray.model.demo import DEMO_VOICES
-from plexray.serve.config import SAMPLING_FIELDS
-from plexray.serve.engine.config import SessionSettings
+from plexray.serve.config import SAMPLING_FIELDS, checked_sampling
 from plexray.speech.asr import ASRConfig
 
 DEFAULT_COUNTS = {"pause_handling": 20, "turn_taking": 20, "interruption": 20, "user_backchannel": 20,
@@ -75,8 +74,4 @@ class EvaluationConfig(StrictModel):
     @pydantic.field_validator("sampling")
     @classmethod
     def _known_sampling_fields(cls, sampling: dict) -> dict:
-        unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_FIELDS)}")
-        SessionSettings(**sampling)  # range checks now, not in the workers
-        return sampling
+        return checked_sampling(sampling)

@@ -20,6 +20,16 @@ SAMPLING_FIELDS = ("text_temperature", "text_topk", "audio_temperature", "audio_
                    "repetition_penalty", "repetition_penalty_context", "pad_mult")
 
 
+def checked_sampling(sampling: dict) -> dict:
+    """Session settings given in config (a persona's defaults, an evaluation's): known fields, values in
+    range, checked when the config loads rather than at the first session."""
+    unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_FIELDS)}")
+    SessionSettings(**sampling)
+    return sampling
+
+
 class PersonaConfig(StrictModel):
     """A named persona: the voice, the role prompt and sampling defaults of its conversations."""
 
@@ -38,11 +48,7 @@ class PersonaConfig(StrictModel):
     @pydantic.field_validator("sampling")
     @classmethod
     def _known_sampling_fields(cls, sampling: dict) -> dict:
-        unknown = sorted(set(sampling) - set(SAMPLING_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_FIELDS)}")
-        SessionSettings(**sampling)  # range checks now, not at the first call
-        return sampling
+        return checked_sampling(sampling)
 
     @pydantic.field_validator("allow_overrides")
     @classmethod
