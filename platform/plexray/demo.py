@@ -142,7 +142,11 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
         _undeploy(config)
 
     step("behaviour, base vs fine-tuned, on the serving engine")
-    summary["behaviour"] = _behaviour(config, summary["base_checkpoint"], merged, workdir / "behaviour")
+    from plexray.evaluation.pipeline import digest, evaluate_behaviour_once
+
+    behaviour = evaluate_behaviour_once(config, {"base": summary["base_checkpoint"], "tuned": str(merged)},
+                                        workdir / "behaviour")
+    summary["behaviour"] = digest(behaviour, workdir / "behaviour")
     step.finished(f"{summary['behaviour']['conversations']} test conversations per checkpoint; "
                   f"report {summary['behaviour']['report']}")
     summary["seconds"] = round(time.perf_counter() - started, 1)
@@ -163,27 +167,6 @@ def _undeploy(config) -> None:
 
     serve.delete(config.serve.app_name)
     serve.delete(f"{config.serve.app_name}-ops")
-
-
-def _behaviour(config, base: str, tuned: Path, output_dir: Path) -> dict:
-    """Base vs fine-tuned on the behavioural test set (`plexray evaluate behaviour --compare`); a finished
-    report is reused, an unfinished one (an interrupted run) started over."""
-    import shutil
-
-    from plexray.evaluation.pipeline import evaluate_behaviour
-    from plexray.evaluation.report import REPORT_JSON, REPORT_MD
-
-    if (output_dir / REPORT_JSON).is_file():
-        report = json.loads((output_dir / REPORT_JSON).read_text())
-    else:
-        shutil.rmtree(output_dir, ignore_errors=True)
-        report = evaluate_behaviour(config, {"base": base, "tuned": str(tuned)}, output_dir)
-    differences = (report.get("comparison") or {}).get("differences", {})
-    significant = [f"{task}.{name}" for task, metrics in differences.items()
-                   for name, difference in metrics.items() if difference["significant"]]
-    return {"report": str(output_dir / REPORT_MD), "json": str(output_dir / REPORT_JSON),
-            "conversations": report["test_set"]["conversations"], "scored": report["scored"],
-            "asr_backend": report["asr_backend"], "significant_differences": significant}
 
 
 class _Steps:

@@ -56,9 +56,10 @@ def test_web_client_bundle_at_root_converses(web_client_server, tmp_path):
                                     "(standinClient.audioMessagesReceived >= 25 && standinClient.text.length > 0 "
                                     "&& standinClient.oggPagesSent >= 50)", timeout_s=120)
             finally:
-                state = json.loads(await page.evaluate("JSON.stringify(standinClient)"))
-            shown = await page.evaluate("document.getElementById('transcript').textContent")
-            return state, shown
+                # One evaluation for both: the page goes on receiving text between two of them.
+                seen = json.loads(await page.evaluate(
+                    "JSON.stringify({state: standinClient, shown: document.getElementById('transcript').textContent})"))
+            return seen["state"], seen["shown"]
 
     state, shown = asyncio.run(session())
     # Refused (a 1008 close with the reason) or broken in the browser: say which, with the reason.

@@ -64,9 +64,17 @@ def test_resume_after_worker_death_and_driver_restart_then_evaluate_merge_and_da
     assert Path(summary["loss_curve"]).stat().st_size > 0
     assert json.loads((run_dir / "train_summary.json").read_text())["steps"] == 5
 
-    # A new driver run with the same name continues from the last checkpoint.
-    longer = _config(train_set, tmp_path / "runs", **{"train.run_name": "resumable", "train.max_steps": 6})
-    assert run_training(longer)["steps"] == 6
+    # A new driver run with the same name continues from the last checkpoint, and ends with the
+    # behavioural comparison of base and best checkpoint (train.evaluate_behaviour; one conversation).
+    longer = _config(train_set, tmp_path / "runs", **{
+        "train.run_name": "resumable", "train.max_steps": 6, "train.evaluate_behaviour": True,
+        "evaluation.test_set.conversations": "{turn_taking: 1}"})
+    longer_summary = run_training(longer)
+    assert longer_summary["steps"] == 6
+    behaviour = json.loads((run_dir / "train_summary.json").read_text())["behaviour"]
+    assert behaviour == longer_summary["behaviour"] and behaviour["scored"] == {"base": 1, "tuned": 1}
+    report = json.loads(Path(behaviour["json"]).read_text())
+    assert report["checkpoints"] == {"base": "demo", "tuned": longer_summary["best_checkpoint"]}
     assert _logged_steps(run_dir) == [1, 2, 3, 3, 4, 5, 6]
     # Epochs as an uninterrupted run numbers them, over both resumes: 9 of the 12 conversations train
     # (the validation split is by id hash), 5 micro-batches of 2 an epoch; step 5 ends epoch 0.

@@ -74,6 +74,34 @@ def evaluate_behaviour(config: "PlexrayConfig", checkpoints: dict[str, str], out
     return summary
 
 
+def evaluate_behaviour_once(config: "PlexrayConfig", checkpoints: dict[str, str], output_dir: str | Path) -> dict:
+    """`evaluate_behaviour` for jobs that are run again (the demo, `plexray train`): a finished report of
+    the same checkpoints in `output_dir` is reused; anything else there (an interrupted run's files, a
+    report of other checkpoints) belongs to this job and is started over."""
+    import shutil
+
+    output_dir = Path(output_dir)
+    finished = output_dir / reporting.REPORT_JSON
+    if finished.is_file():
+        report = json.loads(finished.read_text())
+        if report.get("checkpoints") == checkpoints:
+            return report
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return evaluate_behaviour(config, checkpoints, output_dir)
+
+
+def digest(report: dict, output_dir: str | Path) -> dict:
+    """The few lines of a report a job's summary JSON carries: where it is and what differed significantly."""
+    output_dir = Path(output_dir)
+    differences = (report.get("comparison") or {}).get("differences", {})
+    return {"report": str(output_dir / reporting.REPORT_MD), "json": str(output_dir / reporting.REPORT_JSON),
+            "conversations": report["test_set"]["conversations"], "scored": report["scored"],
+            "asr_backend": report["asr_backend"],
+            "significant_differences": [f"{task}.{name} ({difference['better']} better)"
+                                        for task, metrics in differences.items()
+                                        for name, difference in metrics.items() if difference["significant"]]}
+
+
 def judge_role_answers(config: "PlexrayConfig", conversations: list[dict], records: dict[str, list[dict]]) -> str:
     """Add `judge_score` (0-5) to each role answer's scores when a judge endpoint is configured; returns
     what happened, for the report. A failed judgement is noted on its conversation, never fatal."""

@@ -81,6 +81,10 @@ class TrainConfig(StrictModel):
     max_failures: int = pydantic.Field(2, ge=0, description="worker failures Ray Train recovers from")
     max_nonfinite_steps: int = pydantic.Field(
         5, ge=1, description="stop after this many consecutive steps with a non-finite loss")
+    evaluate_behaviour: bool = pydantic.Field(
+        False, description="when the run finishes, compare the base model and the run's best checkpoint by "
+                           "behaviour on the serving engine (the `evaluation` section; report in "
+                           "<run>/behaviour/step-N, its digest in train_summary.json)")
     loss: LossConfig = LossConfig()
     lora: LoraConfig = LoraConfig()
     optim: OptimConfig = OptimConfig()

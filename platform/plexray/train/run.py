@@ -77,7 +77,21 @@ def run_training(config: PlexrayConfig) -> dict:
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     if DIVERGED_METRIC in (result.metrics or {}):
         raise TrainingDivergedError(f"{result.metrics[DIVERGED_METRIC]} (summary: {run_dir / SUMMARY_FILE})")
+    if train.evaluate_behaviour:
+        summary["behaviour"] = _evaluate_behaviour(config, summary, run_dir)
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _evaluate_behaviour(config: PlexrayConfig, summary: dict, run_dir: Path) -> dict:
+    """train.evaluate_behaviour: the base model against the run's best (else latest) checkpoint, a LoRA
+    adapter evaluated merged into the base, on the serving engine (plexray.evaluation)."""
+    from plexray.evaluation.pipeline import digest, evaluate_behaviour_once
+
+    tuned = summary["best_checkpoint"] or summary["latest_checkpoint"]
+    output_dir = run_dir / "behaviour" / f"step-{summary['steps']}"
+    report = evaluate_behaviour_once(config, {"base": config.model.checkpoint, "tuned": tuned}, output_dir)
+    return digest(report, output_dir)
 
 
 def _cause(exc: BaseException) -> str:
