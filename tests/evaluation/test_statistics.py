@@ -16,6 +16,14 @@ def test_rates_get_the_wilson_interval():
     assert allsuccesses.high == 1.0 and 0.3 < allsuccesses.low < 0.5
 
 
+@pytest.mark.parametrize("count", range(1, 40))
+def test_an_interval_always_holds_its_mean(count):
+    """All-0 and all-1 rates too: a bound a last bit past the mean broke the report's error bars."""
+    for values in ([0] * count, [1] * count, [0.1] * count, [0, 1] * count):
+        result = estimate(values)
+        assert result.low <= result.mean <= result.high, (values, result)
+
+
 def test_continuous_values_get_a_bootstrap_interval_around_the_mean():
     rng = np.random.default_rng(1)
     values = rng.normal(0.4, 0.1, size=400)

@@ -79,7 +79,8 @@ def _wilson(successes: int, count: int) -> tuple[float, float]:
     denominator = 1 + Z_95 ** 2 / count
     centre = (p + Z_95 ** 2 / (2 * count)) / denominator
     half = Z_95 * math.sqrt(p * (1 - p) / count + Z_95 ** 2 / (4 * count ** 2)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; at p = 0 or 1 the formula's rounding can put a bound a last bit past it.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def compare(base_values: tp.Iterable[float], tuned_values: tp.Iterable[float]) -> Difference:
