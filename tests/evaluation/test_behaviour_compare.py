@@ -77,3 +77,15 @@ def test_a_missing_voice_is_refused_naming_the_voices(ray_cluster, demo_checkpoi
                  *overrides]) == 2
     error = capsys.readouterr().err
     assert "no voice(s) ['NATF3']" in error and "evaluation.test_set.voices" in error
+
+
+def test_rates_get_rate_intervals_and_quantities_do_not_even_when_all_zero():
+    """A silent agent: take-over 0 of 3 is a rate with Wilson's interval; 0 s of speech is a quantity
+    measured exactly 0 three times, whose interval is [0, 0], not a rate's [0, 0.56]."""
+    from plexray.evaluation.report import summarize
+
+    records = [{"id": f"t{i}", "task": "turn_taking", "error": None,
+                "scores": {"take_over": 0, "agent_speech_s": 0.0}} for i in range(3)]
+    results = summarize({"base": records}, None, {})["results"]["base"]["turn_taking"]
+    assert results["take_over"]["low"] == 0 and results["take_over"]["high"] == pytest.approx(0.5615, abs=1e-4)
+    assert results["agent_speech_s"] == {"mean": 0.0, "count": 3, "low": 0.0, "high": 0.0}

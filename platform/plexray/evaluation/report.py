@@ -19,6 +19,9 @@ from plexray.evaluation.testset import TASKS
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
+# Per-conversation 0/1 outcomes, estimated as rates (Wilson's interval); every other metric is a quantity
+# (bootstrap), even where all its values happen to be 0 or 1 (no speech: 0 s; one backchannel).
+RATES = ("take_over", "take_over_vad", "yielded")
 LOWER_IS_BETTER = ("pause_handling.take_over", "pause_handling.take_over_vad", "latency_s", "stop_latency_s",
                    "backchannel_take_overs", "user_backchannel.yielded")
 
@@ -37,7 +40,7 @@ def summarize(records: dict[str, list[dict]], comparison: tuple[str, str] | None
     """The report as a dict: `records` per checkpoint label; `comparison` (base label, tuned label) or None;
     `context`: what was run (test set, checkpoints, ASR backend, judge status), copied in."""
     values = {label: metric_values(label_records) for label, label_records in records.items()}
-    results = {label: {task: {name: _estimate(by_id) for name, by_id in sorted(metrics.items())}
+    results = {label: {task: {name: _estimate(name, by_id) for name, by_id in sorted(metrics.items())}
                        for task, metrics in _in_task_order(per_task)}
                for label, per_task in values.items()}
     report = dict(context, results=results, comparison=None, failures={
@@ -61,13 +64,15 @@ def summarize(records: dict[str, list[dict]], comparison: tuple[str, str] | None
 
 
 def write_report(report: dict, records: dict[str, list[dict]], output_dir: Path) -> dict[str, Path]:
-    """report.json, report.md and plots/<task>.png in `output_dir`; returns their paths."""
+    """report.json, report.md and plots/<task>.png in `output_dir`; returns their paths.
+
+    report.json is written last: its presence means the report is complete (evaluate_behaviour_once)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": output_dir / REPORT_JSON, "markdown": output_dir / REPORT_MD}
-    paths["json"].write_text(json.dumps(report, indent=2))
     plots = plot_tasks({label: metric_values(label_records) for label, label_records in records.items()},
                        output_dir / PLOTS_DIR)
     paths["markdown"].write_text(markdown(report, {task: path.relative_to(output_dir) for task, path in plots.items()}))
+    paths["json"].write_text(json.dumps(report, indent=2))
     return paths
 
 
@@ -95,7 +100,8 @@ def plot_tasks(values: dict[str, dict[str, dict[str, dict[str, float]]]], direct
                 axis.set_ylabel("conversations")
                 axis.legend(fontsize=8)
             else:
-                estimates = [estimate(per_label[label]) if per_label[label] else None for label in labels]
+                estimates = [estimate(per_label[label], binary=name in RATES) if per_label[label] else None
+                             for label in labels]
                 means = [e.mean if e else 0.0 for e in estimates]
                 errors = [[e.mean - e.low if e else 0.0 for e in estimates],
                           [e.high - e.mean if e else 0.0 for e in estimates]]
@@ -148,8 +154,8 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _estimate(by_id: dict[str, float]) -> dict:
-    result = estimate(list(by_id.values()))
+def _estimate(name: str, by_id: dict[str, float]) -> dict:
+    result = estimate(list(by_id.values()), binary=name in RATES)
     return {"mean": result.mean, "count": result.count, "low": result.low, "high": result.high}
 
 
