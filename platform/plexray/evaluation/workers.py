@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from plexray.errors import PlexrayError
-from plexray.model import ModelBundle, reference
+from plexray.model import ModelBundle
 from plexray.model.prompt import SAMPLE_RATE
 from plexray.serve.engine import Engine, EngineConfig, SessionSettings
 from plexray.serve.engine.config import SEED_LIMIT
@@ -44,14 +44,10 @@ def load_checkpoint(config: "PlexrayConfig", ref: str) -> ModelBundle:
 
     model_config = config.model.model_copy(update={"device": config.evaluation.device})
     path = Path(ref)
-    training_checkpoint = path.is_dir() and (checkpoint.is_adapter(path) or not (path / reference.MIMI_FILE).is_file())
-    if not training_checkpoint:
+    if not path.is_dir() or checkpoint.is_standalone(path):
         return model_config.model_copy(update={"checkpoint": ref}).load()
     bundle = model_config.load()
-    lm = checkpoint.load_weights(bundle.lm, path)
-    if checkpoint.is_adapter(path):
-        lm = lm.merge_and_unload()
-    return dataclasses.replace(bundle, lm=lm.eval())
+    return dataclasses.replace(bundle, lm=checkpoint.merged_weights(bundle.lm, path).eval())
 
 
 def session_settings(conversation: dict, config: "PlexrayConfig") -> SessionSettings:

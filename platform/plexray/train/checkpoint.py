@@ -106,6 +106,18 @@ def is_adapter(directory: Path) -> bool:
     return (directory / lora.ADAPTER_CONFIG).is_file()
 
 
+def is_standalone(directory: Path) -> bool:
+    """A model of its own (released or merged: it has its Mimi file), not a training checkpoint that goes
+    on a base model."""
+    return (Path(directory) / reference.MIMI_FILE).is_file()
+
+
+def merged_weights(lm: torch.nn.Module, directory: Path) -> torch.nn.Module:
+    """The base `lm` with a training checkpoint's weights, a LoRA adapter folded in: a plain LM."""
+    model = load_weights(lm, Path(directory))
+    return model.merge_and_unload() if is_adapter(Path(directory)) else model
+
+
 def load_weights(lm: torch.nn.Module, directory: Path, trainable: bool = False) -> torch.nn.Module:
     """Put a checkpoint's weights on the base `lm`: its adapter (-> PeftModel) or its full LM weights."""
     directory = Path(directory)

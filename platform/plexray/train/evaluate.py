@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from plexray.model import reference
 from plexray.model.config import ModelConfig
 from plexray.settings import PlexrayConfig
 from plexray.train import checkpoint, data
@@ -25,7 +24,7 @@ Split = tp.Literal["validation", "train", "all"]
 
 
 def load_for_evaluation(model_config: ModelConfig, checkpoint_dir: Path | None) -> torch.nn.Module:
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / reference.MIMI_FILE).is_file():
+    if checkpoint_dir is not None and checkpoint.is_standalone(Path(checkpoint_dir)):
         return model_config.model_copy(update={"checkpoint": str(checkpoint_dir)}).load().lm
     bundle = model_config.load()
     if checkpoint_dir is None:

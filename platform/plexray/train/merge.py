@@ -32,8 +32,7 @@ def merge_checkpoint(model_config: ModelConfig, training_checkpoint: Path, outpu
     if output_dir.exists() and any(output_dir.iterdir()):
         raise PlexrayError(f"{output_dir}: not empty; choose a new directory for the merged checkpoint")
     bundle = model_config.load()
-    model = checkpoint.load_weights(bundle.lm, Path(training_checkpoint))
-    merged = model.merge_and_unload() if checkpoint.is_adapter(Path(training_checkpoint)) else model
+    merged = checkpoint.merged_weights(bundle.lm, Path(training_checkpoint))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in
