@@ -47,8 +47,17 @@ def test_bad_files_and_overrides(tmp_path):
         load_config(PlexrayConfig, write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(PlexrayConfig, None, ["model.dtype"])
-    with pytest.raises(ConfigError, match=r"<defaults>: model.dtype: Input should be 'float32'"):
+    with pytest.raises(ConfigError, match=r"--set model.dtype=int4: model.dtype: Input should be 'float32'"):
         load_config(PlexrayConfig, None, ["model.dtype=int4"])
+    # A typo in a --set key is blamed on that --set, the file's own problems on the file.
+    config_file = write(tmp_path, "train:\n  max_steps: -1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(PlexrayConfig, config_file, ["train.max_stepz=3", "evaluation.test_set.conversations={dancing: 1}"])
+    lines = sorted(line.strip() for line in str(error.value).splitlines()[1:])
+    assert len(lines) == 3
+    assert lines[0].startswith("--set evaluation.test_set.conversations={dancing: 1}: evaluation.test_set.conversations:")
+    assert lines[1] == "--set train.max_stepz=3: train.max_stepz: unknown key"
+    assert lines[2].startswith(f"{config_file}: train.max_steps: ")
 
 
 def test_example_configs_are_valid_and_load_back_from_their_dump(tmp_path):

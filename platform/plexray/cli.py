@@ -13,6 +13,10 @@ import typing as tp
 
 from plexray.errors import PlexrayError
 
+DESCRIPTION = ("Fine-tune and serve NVIDIA's PersonaPlex full-duplex speech model on Ray: training data (Ray "
+               "Data), LoRA fine-tuning (Ray Train), behavioural evaluation, serving (Ray Serve) and knowledge "
+               "bases. New here? Run `plexray demo --config configs/demo.yaml`: every step, end to end.")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from plexray import config_cli, demo
@@ -22,12 +26,34 @@ def build_parser() -> argparse.ArgumentParser:
     from plexray.serve import cli as serve_cli
     from plexray.knowledge import cli as knowledge_cli
 
-    parser = argparse.ArgumentParser(prog="plexray", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser = argparse.ArgumentParser(prog="plexray", description=DESCRIPTION)
+    parser.add_argument("--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (model_cli, config_cli, demo, data_cli, train_cli, serve_cli, knowledge_cli):
         module.register(subparsers)
+    _describe_every_command(parser)
     return parser
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """argparse's help, with each option's default where it has one worth saying and its help does not."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _describe_every_command(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's own --help opens with the line its parent lists it with, and shows defaults."""
+    parser.formatter_class = _HelpWithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                command.description = command.description or listed.get(name)
+                _describe_every_command(command)
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:

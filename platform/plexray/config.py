@@ -53,7 +53,7 @@ def load_config(
     overrides: tp.Sequence[str] = (),
 ) -> ModelT:
     """Load `model_cls` from a YAML file (or from its defaults when `path` is None), then overrides."""
-    source = str(path) if path is not None else "<defaults>"
+    source = str(path) if path is not None else "the built-in defaults"
     raw: dict = {}
     if path is not None:
         loaded = read_yaml(Path(path), ConfigError, what="config file")
@@ -66,7 +66,7 @@ def load_config(
     try:
         return model_cls.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(describe_validation_error(source, exc)) from None
+        raise ConfigError(describe_validation_error(source, exc, overrides)) from None
 
 
 def read_yaml(path: Path, error: type[PlexrayError], what: str = "file") -> tp.Any:
@@ -110,17 +110,21 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
-def describe_validation_error(source: str, exc: pydantic.ValidationError) -> str:
-    """One line per problem: `file: key.path: message (got value)`."""
+def describe_validation_error(source: str, exc: pydantic.ValidationError, overrides: tp.Sequence[str] = ()) -> str:
+    """One line per problem: `file: key.path: message (got value)`; a problem in a key that one of
+    `overrides` (KEY=VALUE) set is blamed on that `--set KEY=VALUE`, not on the file."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+        setters = [o for o in overrides if key == o.split("=", 1)[0].strip() or
+                   key.startswith(o.split("=", 1)[0].strip() + ".")]
+        where = f"--set {setters[-1]}" if setters else source  # the last one given wins, as in apply_overrides
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         got = error.get("input")
         got_text = "" if error["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
-        lines.append(f"{source}: {key}: {message}{got_text}")
+        lines.append(f"{where}: {key}: {message}{got_text}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -22,11 +22,21 @@ class PlexrayConfig(StrictModel):
     evaluation: EvaluationConfig = EvaluationConfig()
 
 
+# The --set example each command's help shows: a key that command reads.
+_OVERRIDE_EXAMPLES = {"data": "data.max_conversations=10", "train": "train.max_steps=20",
+                      "evaluate": "evaluation.batch_size=4", "merge": "model.checkpoint=demo",
+                      "serve": "serve.sessions_per_replica=4", "knowledge": "knowledge.index_workers=2",
+                      "demo": "train.max_steps=10", "config": "train.max_steps=20"}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config FILE and repeated --set KEY=VALUE, for commands that read the platform config."""
+    command = parser.prog.split()[1] if len(parser.prog.split()) > 1 else ""
+    example = _OVERRIDE_EXAMPLES.get(command, "train.max_steps=20")
     parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
     parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
+                        help=f"override a config value, e.g. --set {example} (repeatable; see `plexray config "
+                             "reference`)")
 
 
 def load_platform_config(args: argparse.Namespace) -> PlexrayConfig:

@@ -22,15 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.set_defaults(handler=_index)
 
     search = commands.add_parser("search", help="the passages a query retrieves")
-    search.add_argument("name")
-    search.add_argument("query")
-    search.add_argument("--top-k", type=int, default=3)
-    search.add_argument("--mode", choices=("lexical", "dense"), default="lexical")
+    search.add_argument("name", help="knowledge base name (as given to `knowledge index --name`)")
+    search.add_argument("query", help="what to look for, in words (quote it)")
+    search.add_argument("--top-k", type=int, default=3, help="how many passages to print")
+    search.add_argument("--mode", choices=("lexical", "dense"), default="lexical",
+                        help="lexical: BM25 over the words; dense: embedding similarity (needs an index built with "
+                             "--dense)")
     add_config_arguments(search)
     search.set_defaults(handler=_search)
 
     show = commands.add_parser("show", help="a knowledge base's documents, passages and skipped documents")
-    show.add_argument("name")
+    show.add_argument("name", help="knowledge base name")
     add_config_arguments(show)
     show.set_defaults(handler=_show)
 

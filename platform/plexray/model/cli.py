@@ -13,12 +13,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     init = commands.add_parser("init-demo", help="write the small, randomly initialised demo checkpoint")
     init.add_argument("directory", type=Path, help="new (or empty) directory to write")
-    init.add_argument("--family", choices=["personaplex", "moshi"], default="personaplex")
+    init.add_argument("--family", choices=["personaplex", "moshi"], default="personaplex",
+                      help="personaplex: NVIDIA's (voice and text prompts); moshi: Kyutai's base architecture")
     init.set_defaults(handler=_init_demo)
 
     inspect = commands.add_parser("inspect", help="load a checkpoint and print a JSON summary")
     inspect.add_argument("checkpoint", help="hf://owner/repo[@revision], a local directory, or 'demo'")
-    inspect.add_argument("--family", choices=["personaplex", "moshi"], default=None)
+    inspect.add_argument("--family", choices=["personaplex", "moshi"], default=None,
+                         help="default: from the checkpoint's config.json")
     inspect.set_defaults(handler=_inspect)
 
     voices = subparsers.add_parser("voices", help="voice prompts in NVIDIA's layout")
@@ -28,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "NAME.wav for each speech sample")
     make.add_argument("samples", nargs="+", type=Path, help="audio files (any format sphn reads), one voice each")
     make.add_argument("--checkpoint", required=True, help="the model the voices are for (their .pt depends on it)")
-    make.add_argument("--family", choices=["personaplex"], default=None)
+    make.add_argument("--family", choices=["personaplex"], default=None,
+                      help="default: from the checkpoint's config.json")
     make.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
                       help="dtype of the model that will replay them (NVIDIA's server: bfloat16)")
     make.add_argument("--output-dir", type=Path, default=Path("voices"), help="default: ./voices")

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     config = commands.add_parser("config", help="print a Serve config YAML (for `serve deploy`) of this config")
     add_config_arguments(config)
-    config.add_argument("--host", default="0.0.0.0")
-    config.add_argument("--port", type=int, default=8000)
+    config.add_argument("--host", default="0.0.0.0", help="HTTP host the proxy listens on (http_options.host)")
+    config.add_argument("--port", type=int, default=8000, help="HTTP port of the proxy (http_options.port)")
     config.set_defaults(handler=_config)
 
 

@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from plexray.errors import CheckpointError
 from plexray.evaluation import cli as evaluation_cli
 from plexray.settings import add_config_arguments, load_platform_config
+from plexray.train.errors import TrainingDataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="training checkpoint (adapter or full weights) or standalone checkpoint directory; "
                            "default: the base model itself")
     loss.add_argument("--dataset", default=None, help="training-set directory (default: train.dataset)")
-    loss.add_argument("--split", choices=["validation", "train", "all"], default="validation")
+    loss.add_argument("--split", choices=["validation", "train", "all"], default="validation",
+                      help="which conversations: the held-out split (train.validation_fraction), the rest, or all")
     loss.add_argument("--output", type=Path, default=None, help="also write the JSON report here")
     add_config_arguments(loss)
     loss.set_defaults(handler=_evaluate)
@@ -57,8 +60,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from plexray.train.evaluate import evaluate_checkpoint, write_report
 
     config = load_platform_config(args)
+    dataset = args.dataset or config.train.dataset
+    # Refused before a cluster starts.
+    if args.checkpoint is not None and not args.checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint {args.checkpoint}: no such directory")
+    if not Path(dataset).is_dir():
+        raise TrainingDataError(f"dataset {dataset}: no such directory (set --dataset or train.dataset)")
     _connect_ray()
-    result = evaluate_checkpoint(config, args.checkpoint, args.dataset or config.train.dataset, args.split)
+    result = evaluate_checkpoint(config, args.checkpoint, dataset, args.split)
     print(write_report(result, args.output))
     return 0
 
