@@ -28,6 +28,7 @@ from plexray.serve.app.errors import AdmissionDenied, CloseCode
 from plexray.serve.app.grounding import CONTEXT_PARAMETER, SessionGrounding
 from plexray.serve.app.personas import bad_request, resolve_persona, session_settings
 from plexray.serve.app.security import Caller, Gatekeeper, redact_query
+from plexray.serve.app.telemetry import CallerCounts
 from plexray.serve.app.waiting import Place, WaitingLine
 from plexray.knowledge.config import KnowledgeConfig
 from plexray.serve.config import ServeConfig
@@ -68,6 +69,7 @@ class SessionService:
         self.waiting: dict[str, str | None] = {}  # session id of a caller in the waiting line -> API key name
         self.line = WaitingLine(config.waiting_line.max_callers_per_replica, config.waiting_line.max_wait_s)
         self.frame_latency = FrameLatency()  # user frame received -> agent frame sent, all this replica's sessions
+        self.callers = CallerCounts()  # each caller's outcome once (the engine's counts include waiting retries)
         self._engine_loop: asyncio.Task | None = None
         self._report_loop_task: asyncio.Task | None = None
 
@@ -123,8 +125,8 @@ class SessionService:
         metrics = self.engine.metrics()
         if self.telemetry is not None:
             self.telemetry.publish(metrics)
-        summary = {key: metrics[key] for key in ("ticks", "tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped",
-                                                  "sessions_opened", "sessions_refused")}
+        summary = {key: metrics[key] for key in ("ticks", "tick_ms_p50", "tick_ms_p99", "late_ticks", "frames_dropped")}
+        summary.update(self.callers.summary())
         summary.update(self.frame_latency.snapshot())
         capacity = self.engine.capacity if self.engine.failure is None else 0  # a failed engine seats nobody
         try:
@@ -203,6 +205,7 @@ class SessionService:
         # Seeds asked as -1 were drawn by the server: logged, so the conversation can be replayed.
         logger.info("session %s: text_seed %d, audio_seed %d", session_id, session.settings.text_seed,
                     session.settings.audio_seed)
+        self.callers.opened += 1
         if self.telemetry is not None:
             self.telemetry.session_opened()
         try:
@@ -251,6 +254,7 @@ class SessionService:
             waited_s = time.monotonic() - started
             self.waiting.pop(session_id, None)
             self._line_changed()
+            self.callers.waited[outcome] += 1
             if self.telemetry is not None:
                 self.telemetry.waited(waited_s, outcome)
             logger.info("session %s: %s after %.1f s in the waiting line", session_id, outcome, waited_s)
@@ -311,6 +315,7 @@ class SessionService:
     async def _refuse(self, ws: WebSocket, denied: AdmissionDenied, protocol) -> None:
         """Send the protocol's error message and close with the denial's code: fast and explicit."""
         logger.info("session refused (%s): %s", denied.reason, denied)
+        self.callers.refused[denied.reason] += 1
         if self.telemetry is not None:
             self.telemetry.session_rejected(denied.reason)
         if ws.application_state == WebSocketState.CONNECTING:

@@ -6,9 +6,16 @@ plexray_late_ticks, plexray_frames_dropped, plexray_protocol_errors{protocol}, p
 (the replica's waiting line), plexray_wait_seconds{outcome} (how long callers waited: 'seated',
 'timed_out', or 'hung_up') and plexray_retrieval_ms{persona} (knowledge retrieval at session start).
 Engine totals are cumulative; `publish` turns them into counter increments.
+
+`CallerCounts` is the same story in the replica's reports (/voice/status): one count per caller and
+outcome. The engine's own `sessions_refused` counts every `open_session` on a full engine, which a
+caller in the waiting line makes once per tick (one caller waiting 30 s: 374 "refusals").
 """
 
 from __future__ import annotations
+
+import collections
+import dataclasses
 
 from ray.util import metrics
 
@@ -69,3 +76,18 @@ class ReplicaTelemetry:
             if delta > 0:
                 counter.inc(delta, self._tags)
                 self._totals[name] = engine_metrics[name]
+
+
+@dataclasses.dataclass
+class CallerCounts:
+    """What became of this replica's callers, each counted once: seated, refused (by reason) and, for
+    those who waited in the line, how their wait ended ('seated', 'timed_out', 'hung_up')."""
+
+    opened: int = 0
+    refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # reason -> callers
+    waited: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # outcome -> callers
+
+    def summary(self) -> dict:
+        """The figures of the replica's report (cumulative since the replica started)."""
+        return {"sessions_opened": self.opened, "sessions_refused": sum(self.refused.values()),
+                "sessions_refused_by_reason": dict(self.refused), "waited_by_outcome": dict(self.waited)}
