@@ -17,6 +17,7 @@ A ring of 3 columns per slot holds all the tokens a step reads and writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -26,6 +27,7 @@ from moshi.utils.compile import CUDAGraphed
 
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS
 from plexray.model.inputs import source_frames
+from plexray.serve.engine.batched_lora import SlotRows
 from plexray.serve.engine.long_context import pin_prompts
 from plexray.serve.engine.sampling import SamplingParams, apply_text_biases, sample
 
@@ -64,8 +66,11 @@ class StepOutput:
 class BatchedLM:
     """The LM in streaming mode with `batch_size` slots. Not thread-safe: one engine thread drives it."""
 
-    def __init__(self, lm: LMModel, batch_size: int, cuda_graphs: bool = False, prompt_capacity: int = 1000):
+    def __init__(self, lm: LMModel, batch_size: int, cuda_graphs: bool = False, prompt_capacity: int = 1000,
+                 slot_rows: SlotRows | None = None):
+        """`slot_rows`: each slot's adapter row, where the LM's linears were wrapped for adapters (batched_lora.py)."""
         self.lm = lm
+        self._slot_rows = slot_rows
         self.batch_size = batch_size
         self.device = lm.device
         self._streaming = lm.streaming(batch_size)
@@ -113,8 +118,10 @@ class BatchedLM:
         outputs are not needed: every prompt token is forced.
         """
         self.lm.set_streaming_state(self._slot_view(slot))
+        only_slot = self._slot_rows.only(slot) if self._slot_rows is not None else contextlib.nullcontext()
         try:
-            self.lm.transformer(embeddings[None].to(self.lm.dtype))
+            with only_slot:  # the slot's own adapter on its batch of one
+                self.lm.transformer(embeddings[None].to(self.lm.dtype))
         finally:
             self.lm.set_streaming_state(self._main_state)
         self.positions[slot] += embeddings.shape[0]

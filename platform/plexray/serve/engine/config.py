@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import typing as tp
 
 import pydantic
 
@@ -21,6 +22,22 @@ AUDIO_CODEBOOK_SIZE = 2048  # as its whole vocabulary (so does Kyutai's sampler)
 LM_CONTEXT_FRAMES = 3000  # a session generates at most one text token per frame of the LM context
 RANDOM_SEED = -1  # NVIDIA's and Kyutai's clients: "let the server choose"
 SEED_LIMIT = 2**31
+
+
+class AdapterServingConfig(StrictModel):
+    """LoRA adapters per session on one base model (docs/adapters.md)."""
+
+    registry: str = pydantic.Field(description="directory holding one adapter per subdirectory: <registry>/<name>/ "
+                                               "with peft's adapter_config.json and adapter_model.safetensors")
+    max_on_device: int = pydantic.Field(4, ge=1, le=256, description="adapters in the device tables at once "
+                                                                     "(every targeted linear holds this many + 1 rows)")
+    max_in_host: int = pydantic.Field(16, ge=1, description="adapters kept read in host memory (least recently "
+                                                             "used out, never one a session needs)")
+    max_rank: int = pydantic.Field(64, ge=1, le=1024, description="largest LoRA rank served (tables are this wide; "
+                                                                   "smaller ranks are padded with zeros)")
+    targets: tp.Literal["attention-gating", "all-linear"] = pydantic.Field(
+        "attention-gating", description="the linears that take adapters, as train.lora.target_modules names them; an "
+                                        "adapter on other linears is refused")
 
 
 class EngineConfig(StrictModel):
@@ -49,6 +66,8 @@ class EngineConfig(StrictModel):
                                                           "CUDA graphs are a CUDA feature, ignored on CPU); "
                                                           "torch.compile is model.compile")
     tick_history: int = pydantic.Field(1000, ge=10, description="ticks kept for the p50/p99 metrics")
+    adapters: AdapterServingConfig | None = pydantic.Field(
+        None, description="serve LoRA adapters per session (None: the base model alone, no adapter tables)")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -71,6 +90,8 @@ class SessionSettings(StrictModel):
     text_prompt: str = pydantic.Field("", description="role prompt; wrapped as '<system> ... <system>'")
     voice: str | None = pydantic.Field(None, description="voice name from the checkpoint's voices (e.g. NATF0); "
                                                          "None: no voice prompt")
+    adapter: str | None = pydantic.Field(None, description="LoRA adapter of this conversation, by registry name "
+                                                           "(None: the base model)")
     text_temperature: float = pydantic.Field(0.7, ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
                                              description="0 = greedy")
     text_topk: int = pydantic.Field(25, ge=1, le=TEXT_VOCABULARY)

@@ -39,7 +39,9 @@ from plexray.errors import PlexrayError
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS, TEXT_END_OF_PADDING_ID, TEXT_PADDING_ID
 from plexray.model.loader import ModelBundle
 from plexray.model.prompt import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
+from plexray.serve.engine.adapters import AdapterPool
 from plexray.serve.engine.batched_lm import BatchedLM, Forced, TextBiases
+from plexray.serve.engine.batched_lora import AdapterTables
 from plexray.serve.engine.codec import BatchedMimi
 from plexray.serve.engine.config import EngineConfig, SessionSettings
 from plexray.serve.engine.errors import EngineFullError, EngineUnavailableError, SessionSettingsError
@@ -59,6 +61,7 @@ class Slot:
     plan: PromptPlan
     phase: str
     admitted: int  # admission order: prefill is first come, first served
+    adapter: str | None = None  # the LoRA adapter it runs on (its device row is in AdapterTables.slot_rows)
     position: int = 0  # transformer positions done (mirror of BatchedLM.positions, no device sync)
     prefilled: int = 0
     live_frames: int = 0
@@ -77,8 +80,15 @@ class Engine:
         self._cuda_graphs = config.cuda_graphs and bundle.lm.device.type == "cuda"
         self._planner = PromptPlanner(bundle, config.max_prompt_frames)  # before Mimi starts streaming
         batch = config.max_sessions
+        # Adapters per session: the LM's targeted linears are wrapped before streaming starts (batched_lora.py).
+        self._tables = self._adapters = None
+        if config.adapters is not None:
+            self._tables = AdapterTables(bundle.lm, config.adapters.targets, config.adapters.max_on_device,
+                                         config.adapters.max_rank, batch)
+            self._adapters = AdapterPool(config.adapters, self._tables, bundle.lm.dtype)
         self._lm = BatchedLM(bundle.lm, batch, cuda_graphs=self._cuda_graphs,
-                             prompt_capacity=config.max_prompt_frames)
+                             prompt_capacity=config.max_prompt_frames,
+                             slot_rows=self._tables.slot_rows if self._tables is not None else None)
         self._mimi = BatchedMimi(bundle.mimi, batch)
         self._device = bundle.lm.device
         self._slots: list[Slot | None] = [None] * batch
@@ -124,8 +134,14 @@ class Engine:
         loop, which carries every other session's audio, and kernels launched from a second thread
         could break a CUDA-graph capture in progress in the tick thread.
 
-        Raises EngineFullError when every slot is taken, SessionSettingsError for bad settings (both
-        before anything is allocated), EngineUnavailableError once the engine is closed or has failed.
+        A session naming an adapter (`settings.adapter`) waits in the line until the adapter is read (on a
+        loader thread) and has a device row, while sessions behind it are seated; an adapter that cannot be
+        read ends it ('adapter_failed', `ended_detail` says why) before it is seated. To hear that error
+        before opening, await `prepare_adapter(name)` first.
+
+        Raises EngineFullError when every slot is taken, SessionSettingsError for bad settings (an unknown
+        adapter included; all before anything is allocated), EngineUnavailableError once the engine is
+        closed or has failed.
         """
         settings = settings or SessionSettings()
         if settings.repetition_penalty_context > self.config.repetition_context_max:
@@ -138,13 +154,37 @@ class Engine:
         if layout.num_frames + 1 >= self._lm.context:
             raise SessionSettingsError(f"prompt of {layout.num_frames} frames leaves no room in the LM context of "
                                        f"{self._lm.context} frames")
-        with self._lock:  # re-check: another caller may have taken the last slot, or the engine failed, meanwhile
-            self._check_room()
-            session = Session(next(self._ids), settings, self.config.output_buffer_frames,
-                              self.config.input_buffer_frames)
-            self._pending.append((session, layout))
-            self._metrics.sessions_opened += 1
+        if settings.adapter is not None:
+            self._serves_adapters(settings.adapter)
+            self._adapters.want(settings.adapter)  # from here on kept in host memory, until the session ends
+        try:
+            with self._lock:  # re-check: another caller may have taken the last slot, or the engine failed, meanwhile
+                self._check_room()
+                session = Session(next(self._ids), settings, self.config.output_buffer_frames,
+                                  self.config.input_buffer_frames)
+                self._pending.append((session, layout))
+                self._metrics.sessions_opened += 1
+        except Exception:
+            if settings.adapter is not None:
+                self._adapters.unwant(settings.adapter)
+            raise
         return session
+
+    def prepare_adapter(self, name: str) -> concurrent.futures.Future:
+        """Start reading adapter `name` into host memory if it is not there (on the loader thread), so a
+        caller hears of a bad adapter before opening a session (await it with asyncio.wrap_future).
+
+        The future completes when it is ready, or raises AdapterFileError (corrupt, truncated, made for
+        another base: the message says which). Raises SessionSettingsError at once for an unknown
+        adapter, or an engine that serves none.
+        """
+        self._serves_adapters(name)
+        return self._adapters.prepare(name)
+
+    def _serves_adapters(self, name: str) -> None:
+        if self._adapters is None:
+            raise SessionSettingsError(f"adapter {name!r} asked for, but this engine serves no adapters "
+                                       f"(engine.adapters is not configured)")
 
     def inject_fault(self, message: str) -> None:
         """Make the next tick raise RuntimeError(message), as a CUDA error or a bug would (tests, failure drills).
@@ -209,7 +249,8 @@ class Engine:
         self._stop.set()
 
     def close(self) -> None:
-        """End every session and release the model (leaves streaming mode). Not while run() is going."""
+        """End every session and release the model (leaves streaming mode, unwraps its linears). Not while
+        run() is going."""
         if self._closed:
             return
         self._end_all("engine_stopped")
@@ -217,6 +258,9 @@ class Engine:
             self._closed = True
         self._lm.close()
         self._mimi.close()
+        if self._tables is not None:
+            self._adapters.close()
+            self._tables.remove()
 
     def __enter__(self) -> "Engine":
         return self
@@ -239,6 +283,8 @@ class Engine:
             input_underruns=totals["input_underruns"], audio_refused=totals["audio_refused"],
             audio_repaired=totals["audio_repaired"], cuda_graphs=self._cuda_graphs,
         )
+        if self._adapters is not None:
+            snapshot["adapters"] = self._adapters.snapshot()
         return snapshot
 
     # ----- tick phases -----------------------------------------------------------------------------
@@ -263,33 +309,59 @@ class Engine:
             self._slots[index] = None
             self._ended_totals.update(_session_counters(slot.session))
             self._metrics.sessions_ended[reason] += 1
+        if slot.adapter is not None:
+            self._adapters.release_row(slot.adapter)
+            self._adapters.unwant(slot.adapter)
         # Ended only once its slot is free: the caller it wakes tells its client at once, and a client
         # that calls again at once must find the slot free.
         slot.session._end(reason)
 
     def _admit(self) -> None:
-        """Seat waiting sessions in free slots, oldest first, embedding each one's prompt (see open_session)."""
+        """Seat waiting sessions in free slots, oldest first among those whose adapter is ready, embedding
+        each one's prompt (see open_session) and copying its adapter into a device row if need be."""
         while True:
             with self._lock:
                 index = next((i for i, slot in enumerate(self._slots) if slot is None), None)
-                if index is None or not self._pending:
+                entry = self._next_to_seat() if index is not None else None
+                if entry is None:
                     return
-                session, layout = self._pending[0]
-                if session._wants_close:  # closed before it ever got a slot
-                    self._pending.popleft()
-                    session._end("closed")
-                    self._metrics.sessions_ended["closed"] += 1
-                    continue
             # Outside the lock, so open_session never waits for device work; the session stays in
             # the line until it is seated, so the capacity check counts it all along.
+            session, layout = entry
             plan = self._planner.embed(layout)
+            adapter = session.settings.adapter
+            row = self._adapters.acquire_row(adapter) if adapter is not None else 0
+            assert row is not None, "_next_to_seat chose a session whose adapter can have no row"
             with self._lock:
-                self._pending.popleft()
+                self._pending.remove(entry)
                 self._slots[index] = Slot(session, plan, "prefill" if plan.num_frames else "first",
-                                          admitted=next(self._admissions))
+                                          admitted=next(self._admissions), adapter=adapter)
             self._lm.reset_slot(index)
             self._mimi.reset_slot(index)
             self._params.set(index, session.settings)
+            if self._tables is not None:
+                self._tables.slot_rows.rows[index] = row
+
+    def _next_to_seat(self) -> tuple[Session, PromptLayout] | None:
+        """The oldest waiting session that can be seated now (the caller holds self._lock). Sessions that
+        closed while waiting, or whose adapter could not be read, leave the line on the way."""
+        for entry in list(self._pending):
+            session, _ = entry
+            adapter = session.settings.adapter
+            if session._wants_close:  # closed before it ever got a slot
+                reason, detail = "closed", None
+            elif adapter is not None and (detail := self._adapters.failure(adapter)) is not None:
+                reason = "adapter_failed"
+            elif adapter is None or self._adapters.can_seat(adapter):
+                return entry
+            else:
+                continue  # its adapter is still being read, or every device row is in use: the others go first
+            self._pending.remove(entry)
+            if adapter is not None:
+                self._adapters.unwant(adapter)
+            session._end(reason, detail)
+            self._metrics.sessions_ended[reason] += 1
+        return None
 
     def _prefill(self) -> bool:
         budget = self.config.prefill_frames_per_tick
@@ -427,6 +499,8 @@ class Engine:
             pending = list(self._pending)
             self._pending.clear()
         for session, _ in pending:
+            if session.settings.adapter is not None:
+                self._adapters.unwant(session.settings.adapter)
             session._end(reason)
         for index, slot in enumerate(self._slots):
             if slot is not None:

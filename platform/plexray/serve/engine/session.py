@@ -70,6 +70,7 @@ class Session:
         self._resampler = StreamResampler()  # the client's audio is one stream: filter state kept across pushes
         self._ready = False
         self._ended_reason: str | None = None
+        self._ended_detail: str | None = None
         self._close_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
@@ -142,10 +143,17 @@ class Session:
 
     @property
     def ended_reason(self) -> str | None:
-        """None while live; then 'closed', 'max_duration', 'idle_timeout', 'engine_stopped'
-        or 'engine_failed' (a tick raised: see Engine.failure)."""
+        """None while live; then 'closed', 'max_duration', 'idle_timeout', 'engine_stopped',
+        'engine_failed' (a tick raised: see Engine.failure) or 'adapter_failed' (its adapter could not be
+        read: see ended_detail; before the session was seated, so it never produced a frame)."""
         with self._lock:
             return self._ended_reason
+
+    @property
+    def ended_detail(self) -> str | None:
+        """Why, in words, where the reason alone does not say (the adapter's error for 'adapter_failed')."""
+        with self._lock:
+            return self._ended_detail
 
     def _event(self) -> asyncio.Event:
         """The event this session sets when something changes; cleared before each check (no lost wake-up)."""
@@ -197,10 +205,10 @@ class Session:
             self._ready = True
         self._notify()
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, detail: str | None = None) -> None:
         with self._lock:
             if self._ended_reason is None:
-                self._ended_reason = reason
+                self._ended_reason, self._ended_detail = reason, detail
             self._input = np.zeros(0, np.float32)
             self._push_marks.clear()
             self._consumed = self._received

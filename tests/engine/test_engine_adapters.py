@@ -1,0 +1,130 @@
+"""LoRA adapters per session in one batched engine (issue 26): parity with the merged model, loading
+off the tick, eviction, bad adapters. Adapters are trained here: two optimizer steps of plexray's own
+training step on the demo model, saved by plexray's own adapter writer (peft's files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+from engine_helpers import GREEDY, user_audio
+
+from plexray.model import load_model
+from plexray.model.prompt import FRAME_SAMPLES
+from plexray.serve.engine import Engine, EngineConfig, SessionSettings, SessionSettingsError
+from plexray.serve.engine import adapters as adapter_pool
+from plexray.serve.engine.config import AdapterServingConfig
+
+TICKS = 14  # the 'Be brief.' prompt prefills in a few ticks, then about 10 live frames
+PROMPT = dict(text_prompt="Be brief.", **GREEDY)
+
+
+def _train_adapter(checkpoint, directory, rank: int, seed: int, target_modules: str = "attention-gating"):
+    """Two optimizer steps of LoRA training on random codes, saved as plexray train saves an adapter."""
+    from plexray.train import lora
+    from plexray.train.config import LoraConfig, OptimConfig
+    from plexray.train.data import Batch
+    from plexray.train.loop import LossSetup, train_step
+    from plexray.train.loss import PRESETS
+    from plexray.train.optim import build_optimizer
+
+    lm = load_model(str(checkpoint)).lm
+    model = lora.apply_lora(lm, LoraConfig(rank=rank, alpha=2.0 * rank, target_modules=target_modules), seed=seed)
+    optimizer, scheduler = build_optimizer(model, OptimConfig(lr=2e-2, warmup_steps=0), total_steps=2)
+    setup = LossSetup(PRESETS["personaplex"], list(lm.delays), lm.dep_q)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(2):
+        codes = torch.randint(0, 500, (2, 17, 16), generator=generator)
+        batch = Batch(codes=codes, loss_frames=torch.ones(2, 16, dtype=torch.bool), real_frames=32)
+        train_step(model, optimizer, scheduler, [batch], setup, torch.device("cpu"), grad_clip=1.0)
+    lora.save_adapter(model, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def registry(demo_checkpoint, tmp_path_factory):
+    """Adapters x (rank 4) and y (rank 8, other data) in a registry directory."""
+    root = tmp_path_factory.mktemp("adapters")
+    _train_adapter(demo_checkpoint, root / "x", rank=4, seed=1)
+    _train_adapter(demo_checkpoint, root / "y", rank=8, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def merged_x(demo_checkpoint, registry, tmp_path_factory):
+    """The demo model with x folded in, written and loaded as `plexray merge` does."""
+    from plexray.model.config import ModelConfig
+    from plexray.train.merge import merge_checkpoint
+
+    directory = merge_checkpoint(ModelConfig(checkpoint=str(demo_checkpoint)), registry / "x",
+                                 tmp_path_factory.mktemp("merged") / "x")
+    return load_model(str(directory))
+
+
+def _adapter_config(registry, **values) -> AdapterServingConfig:
+    return AdapterServingConfig(registry=str(registry), **values)
+
+
+def _run(engine: Engine, settings: list[SessionSettings], audio_seeds: list[int] | None = None,
+         ticks: int = TICKS) -> list[list[list[int]]]:
+    """Open every session at once, push each its user audio, tick; -> [text + 8 codes] per frame per session."""
+    sessions = [engine.open_session(s) for s in settings]
+    audio = [user_audio(seed, ticks) for seed in (audio_seeds or range(len(settings)))]
+    frames = [[] for _ in settings]
+    for tick in range(ticks):
+        for session, samples in zip(sessions, audio):
+            session.push_pcm(samples[tick * FRAME_SAMPLES:(tick + 1) * FRAME_SAMPLES])
+        engine.tick()
+        for session, collected in zip(sessions, frames):
+            while (output := session.poll_output()) is not None:
+                collected.append([output.text_token, *output.audio_codes])
+    return frames
+
+
+@pytest.mark.parametrize("capacity", [1, 4])
+def test_each_slot_runs_its_own_adapter_as_the_merged_model_would(engine_bundle, merged_x, registry,
+                                                                  capacity, one_thread):
+    """x among y and the bare base gives x's merged model's tokens; the base slot the base model's."""
+    x, y, base = (SessionSettings(adapter=name, **PROMPT) for name in ("x", "y", None))
+    with Engine(merged_x, EngineConfig(max_sessions=capacity)) as engine:
+        alone_merged = _run(engine, [SessionSettings(**PROMPT)])[0]
+    with Engine(engine_bundle, EngineConfig(max_sessions=capacity)) as engine:
+        alone_base = _run(engine, [base])[0]
+    assert alone_merged != alone_base  # the adapter does change the conversation
+
+    with Engine(engine_bundle, EngineConfig(max_sessions=capacity, adapters=_adapter_config(registry))) as engine:
+        for name in ("x", "y"):  # read before the first tick: the sessions are seated at once
+            engine.prepare_adapter(name).result()
+        frames = _run(engine, [x, y, base, x][:capacity], audio_seeds=[0] * capacity)  # the same user audio
+    assert frames[0] == alone_merged
+    if capacity > 1:
+        # the last to join shares the prefill budget and may start a tick or two later: a prefix
+        assert 0 < len(frames[2]) and frames[2] == alone_base[:len(frames[2])]
+        assert 0 < len(frames[3]) and frames[3] == alone_merged[:len(frames[3])]
+        assert frames[1] != alone_base[:len(frames[1])] and frames[1] != alone_merged[:len(frames[1])]  # y: a third
+    # text and all 8 agent codebooks (temporal transformer and depformer adapters) on every frame
+    assert len(frames[0]) >= 5 and all(len(frame) == 9 for frame in frames[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs are a CUDA feature")
+def test_adapters_under_cuda_graphs(demo_checkpoint, merged_x, registry):
+    """The graphed step reads the slots' rows from the same buffer it captured: x among y and the base, graphed,
+    gives what it gives eagerly, and what x's merged model gives."""
+    bundle = load_model(str(demo_checkpoint), device="cuda")
+    merged = load_model(str(merged_x.files.source), device="cuda")
+    settings = [SessionSettings(adapter=name, **PROMPT) for name in ("x", "y", None, "x")]
+    runs = {}
+    for graphs in (False, True):
+        config = EngineConfig(max_sessions=4, cuda_graphs=graphs, adapters=_adapter_config(registry))
+        with Engine(bundle, config) as engine:
+            for name in ("x", "y"):
+                engine.prepare_adapter(name).result()
+            runs[graphs] = _run(engine, settings, audio_seeds=[0] * 4)
+    assert runs[True] == runs[False]
+    with Engine(merged, EngineConfig(max_sessions=4)) as engine:
+        alone_merged = _run(engine, [SessionSettings(**PROMPT)])[0]
+    assert runs[True][0] == alone_merged
