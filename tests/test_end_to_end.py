@@ -4,12 +4,16 @@ behavioural comparison of base and fine-tuned."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import sphn
 
 from plexray.config import load_config
-from plexray.demo import run_demo
+from plexray.demo import build_dataset, evaluate_and_merge, fine_tune, run_demo
+from plexray.evaluation.pipeline import evaluate_behaviour_once
 from plexray.settings import PlexrayConfig
+from plexray.train.run import SUMMARY_FILE
 
 from repo_paths import REPO_ROOT
 
@@ -53,8 +57,22 @@ def test_demo_end_to_end_shortened(ray_cluster, demo_checkpoint, tmp_path, capfd
     report = json.loads(open(behaviour["json"]).read())
     assert report["comparison"]["base"] == "base" and report["checkpoints"]["tuned"] == summary["merged_checkpoint"]
     assert "turn_taking" in open(behaviour["report"]).read()
+    # It ends with where to look and what to do next, not a JSON dump.
+    ending = printed.out[printed.out.index("Done in"):]
+    assert behaviour["report"] in ending and summary["training"]["loss_curve"] in ending
+    assert "--keep-serving" in ending and "{" not in ending
 
-    # A second run reuses the dataset, the training run and the merged checkpoint.
-    again = run_demo(config, tmp_path / "demo")
-    assert again["training"]["adapter"] == summary["training"]["adapter"]
-    assert again["dataset"]["written"] == summary["dataset"]["written"]
+    # Run again, the dataset step resumes (nothing left to write), training and merge reuse what the first
+    # run built, and the behaviour step its finished report (the steps are called one by one: Serve and the
+    # conversation have nothing to reuse).
+    workdir = tmp_path / "demo"
+    built = {path: path.stat().st_mtime_ns for path in (Path(summary["training"]["run_dir"]) / SUMMARY_FILE,
+                                                        workdir / "merged" / "config.json")}
+    assert build_dataset(config, workdir)["written"] == summary["dataset"]["written"]
+    assert fine_tune(config, workdir) == summary["training"]
+    losses, merged = evaluate_and_merge(config, Path(summary["training"]["adapter"]), workdir)
+    assert losses == pytest.approx(summary["validation_loss"], rel=1e-6)  # same weights, same data
+    assert str(merged) == summary["merged_checkpoint"]
+    checkpoints = {"base": summary["base_checkpoint"], "tuned": str(merged)}
+    assert evaluate_behaviour_once(config, checkpoints, workdir / "behaviour") == report
+    assert {path: path.stat().st_mtime_ns for path in built} == built

@@ -56,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_platform_config(args)
-    summary = run_demo(config, args.workdir, keep_serving=args.keep_serving)
-    print(json.dumps(summary, indent=2))
+    run_demo(load_platform_config(args), args.workdir, keep_serving=args.keep_serving)
     return 0
 
 
@@ -84,7 +82,8 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     print(f"      Ray's logs: {summary['logs']}")
 
     step("demo checkpoint")
-    if config.model.checkpoint == "demo":
+    summary["random_weights"] = config.model.checkpoint == "demo"
+    if summary["random_weights"]:
         from plexray.model import ensure_demo_checkpoint
 
         config.model.checkpoint = str(ensure_demo_checkpoint(workdir / "checkpoint"))
@@ -92,40 +91,19 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
     print(f"      {config.model.checkpoint}")
 
     step("persona dataset (Ray Data)")
-    from plexray.data.pipeline import generate
-
-    config.data.output_dir = str(workdir / "data")
-    manifest = generate(config)
-    summary["dataset"] = {"dir": config.data.output_dir, "written": manifest.get("written"),
-                          "rejected": manifest.get("rejected"), "hours": manifest.get("hours_of_audio")}
-    step.finished(f"{manifest.get('written')} conversations written, {manifest.get('rejected')} rejected")
+    summary["dataset"] = build_dataset(config, workdir)
+    step.finished(f"{summary['dataset']['written']} conversations written, {summary['dataset']['rejected']} rejected")
 
     step("LoRA fine-tuning (Ray Train)")
-    from plexray.train.run import SUMMARY_FILE, run_training
-
-    config.train.dataset = config.data.output_dir
-    config.train.output_dir = str(workdir / "train")
-    run_summary_file = Path(config.train.output_dir) / config.train.run_name / SUMMARY_FILE
-    training = (json.loads(run_summary_file.read_text()) if run_summary_file.is_file()
-                else run_training(config))
-    adapter = Path(training["best_checkpoint"] or training["latest_checkpoint"])
-    summary["training"] = {k: training.get(k) for k in
-                           ("run_dir", "steps", "num_workers", "trainable_parameters", "loss_curve",
-                            "frames_per_s_per_worker", "wall_seconds")} | {"adapter": str(adapter)}
-    step.finished(f"{training.get('steps')} steps on {training.get('num_workers')} workers; adapter {adapter}")
+    summary["training"] = fine_tune(config, workdir)
+    step.finished(f"{summary['training']['steps']} steps on {summary['training']['num_workers']} workers; "
+                  f"adapter {summary['training']['adapter']}")
 
     step("evaluate and merge")
-    from plexray.train.evaluate import evaluate_checkpoint
-    from plexray.train.merge import merge_checkpoint
-
-    before = evaluate_checkpoint(config, None, config.train.dataset, "validation")
-    after = evaluate_checkpoint(config, adapter, config.train.dataset, "validation")
-    summary["validation_loss"] = {"before": before.get("loss"), "after": after.get("loss")}
-    merged = workdir / "merged"
-    if not (merged / "config.json").is_file():
-        merge_checkpoint(config.model, adapter, merged)
+    summary["validation_loss"], merged = evaluate_and_merge(config, Path(summary["training"]["adapter"]), workdir)
     summary["merged_checkpoint"] = str(merged)
-    print(f"      validation loss {before.get('loss'):.3f} -> {after.get('loss'):.3f}; merged -> {merged}")
+    print(f"      validation loss {summary['validation_loss']['before']:.3f} -> "
+          f"{summary['validation_loss']['after']:.3f}; merged -> {merged}")
 
     step("Ray Serve with the fine-tuned model")
     base_url = _deploy(config, merged)
@@ -151,8 +129,8 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
                   f"report {summary['behaviour']['report']}")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(ending(summary, keep_serving))
     if keep_serving:
-        print(f"serving at {base_url}; Ctrl-C stops")
         try:
             while True:
                 time.sleep(3600)
@@ -160,6 +138,68 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
             pass
         _undeploy(config)
     return summary
+
+
+def build_dataset(config, workdir: Path) -> dict:
+    """Step 3: the persona dataset in <workdir>/data; a rerun resumes it (conversations already written are kept)."""
+    from plexray.data.pipeline import generate
+
+    config.data.output_dir = str(workdir / "data")
+    manifest = generate(config)
+    return {"dir": config.data.output_dir, "written": manifest.get("written"), "rejected": manifest.get("rejected"),
+            "hours": manifest.get("hours_of_audio")}
+
+
+def fine_tune(config, workdir: Path) -> dict:
+    """Step 4: LoRA fine-tuning on the dataset into <workdir>/train; a finished run's summary is reused."""
+    from plexray.train.run import SUMMARY_FILE, run_training
+
+    config.train.dataset = config.data.output_dir
+    config.train.output_dir = str(workdir / "train")
+    run_summary_file = Path(config.train.output_dir) / config.train.run_name / SUMMARY_FILE
+    training = json.loads(run_summary_file.read_text()) if run_summary_file.is_file() else run_training(config)
+    adapter = Path(training["best_checkpoint"] or training["latest_checkpoint"])
+    return {k: training.get(k) for k in ("run_dir", "steps", "num_workers", "trainable_parameters", "loss_curve",
+                                         "frames_per_s_per_worker", "wall_seconds")} | {"adapter": str(adapter)}
+
+
+def evaluate_and_merge(config, adapter: Path, workdir: Path) -> tuple[dict, Path]:
+    """Step 5: validation loss of the base and the adapter, and the adapter merged into <workdir>/merged
+    (kept when a merged checkpoint is already there)."""
+    from plexray.train.evaluate import evaluate_checkpoint
+    from plexray.train.merge import merge_checkpoint
+
+    before = evaluate_checkpoint(config, None, config.train.dataset, "validation")
+    after = evaluate_checkpoint(config, adapter, config.train.dataset, "validation")
+    merged = workdir / "merged"
+    if not (merged / "config.json").is_file():
+        merge_checkpoint(config.model, adapter, merged)
+    return {"before": before.get("loss"), "after": after.get("loss")}, merged
+
+
+def ending(summary: dict, keep_serving: bool) -> str:
+    """What the demo made and what to do next, for a person (summary.json has everything, for programs)."""
+    conversation, endpoints = summary["conversation"], summary["endpoints"]
+    lines = [f"Done in {summary['seconds']:.0f} s. Everything it made: {summary['workdir']} "
+             f"(summary.json lists it all).", ""]
+    if summary["random_weights"]:
+        lines += ["The demo model has PersonaPlex's architecture at toy size with random weights, so what it says is",
+                  "noise; everything around it (data, training, serving, evaluation) is the real platform. For the",
+                  "real model see docs/real-weights.md.", ""]
+    lines += ["Look at:",
+              f"  training loss curve   {summary['training']['loss_curve']}",
+              f"  behaviour report      {summary['behaviour']['report']}  (base vs fine-tuned)",
+              f"  the conversation      {conversation['user_wav']} (user), {conversation['reply_wav']} (agent)"]
+    if keep_serving:
+        lines += ["", "Serving (Ctrl-C stops):",
+                  f"  talk page             {endpoints['talk_page']}",
+                  f"  NVIDIA's protocol     {endpoints['binary']}",
+                  f"  status                {endpoints['status']}"]
+    else:
+        lines += ["", "Talk to the fine-tuned model in a browser: run the demo again with --keep-serving",
+                  "  (.venv/bin/plexray demo --config configs/demo.yaml --keep-serving; it reuses what this run",
+                  "  built) and open the talk page it prints."]
+    return "\n".join(lines)
 
 
 def _undeploy(config) -> None:
@@ -216,7 +256,8 @@ def _deploy(config, merged: Path) -> str:
 
     from plexray.serve.app.deployments import ops_application, sessions_application
 
-    config.model.checkpoint = str(merged)
+    served = config.model_copy(deep=True)
+    served.model.checkpoint = str(merged)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -226,9 +267,9 @@ def _deploy(config, merged: Path) -> str:
     from ray.serve.context import _get_global_client
 
     port = _get_global_client().http_config.port
-    name = config.serve.app_name
-    serve.run(sessions_application(config), name=name, route_prefix="/")
-    serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
+    name = served.serve.app_name
+    serve.run(sessions_application(served), name=name, route_prefix="/")
+    serve.run(ops_application(served), name=f"{name}-ops", route_prefix="/voice")
     return f"127.0.0.1:{port}"
 
 
@@ -257,6 +298,7 @@ async def _converse(url: str, workdir: Path) -> dict:
 
         speaker = asyncio.create_task(speak())
         received_s = 0.0
+        print("      agent's text: ", end="", flush=True)
         while received_s < len(user_audio) / SAMPLE_RATE:
             kind, payload = await asyncio.wait_for(chat.next_event(), timeout=30)
             if kind == "audio" and len(payload):

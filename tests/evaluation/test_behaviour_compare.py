@@ -54,9 +54,11 @@ def test_compare_writes_the_report_plots_and_audio(ray_cluster, demo_checkpoint,
     differences = report["comparison"]["differences"]
     assert {"delta", "p_value", "significant"} <= set(differences["turn_taking"]["take_over"])
     assert "skipped" in report["judge"]
+    assert report["speaker_encoder"] == "resemblyzer-ge2e" and report["voices_without_sample"] == []
 
     summary = (output / "report.md").read_text()
     assert "pocketsphinx" in summary and "## turn_taking" in summary and "skipped" in summary
+    assert "resemblyzer-ge2e" in summary
     assert (output / "plots" / "turn_taking.png").stat().st_size > 0
 
     # Agent audio for listening, as long as each user track; the fine-tune really answers differently.

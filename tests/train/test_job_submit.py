@@ -1,4 +1,5 @@
-"""`ray job submit` of jobs/train.py through Ray's job API, on a cluster of this module's own.
+"""A head node with Ray's job API for the `ray job submit` tests (tests/train/test_documented_jobs.py), and
+its start-up on a slow machine.
 
 The session's cluster runs without the dashboard, and the job API lives in the dashboard, so this
 module starts one head node with it (`ray start --head --block`, in a temp dir) and stops it by
@@ -8,7 +9,6 @@ ending that process: it never touches any other Ray instance on the machine.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -19,9 +19,7 @@ import pytest
 
 from ray_startup import RAY_START_WAIT_S, head_environment, wait_until_ready
 from serve_on_loopback import free_port
-from shards import train_overrides
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -51,41 +49,27 @@ def job_cluster(demo_checkpoint, tmp_path_factory):
                 break
         else:
             raise RuntimeError("ray start --head failed:\n" + "".join(banner))
-        yield JobSubmissionClient(address), head
+        client = JobSubmissionClient(address)
+        _wait_for_the_job_api(client, head)
+        yield client, head
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head process stops the node it started
         head.wait(timeout=60)
 
 
-def _submit_when_ready(cluster, **job) -> str:
-    """The head's job agent registers a while after the banner (longer on a loaded machine): submit
-    as soon as it takes jobs."""
-    client, head = cluster
-    return wait_until_ready(lambda: client.submit_job(**job),
-                            is_not_ready=lambda exc: isinstance(exc, RuntimeError) and "No available agent" in str(exc),
-                            head_is_running=lambda: head.poll() is None, what="the job agent")
-
-
-def test_ray_job_submit_runs_jobs_train(job_cluster, train_set, tmp_path):
-    overrides = train_overrides(train_set, tmp_path / "runs", **{
-        "train.run_name": "submitted", "train.num_workers": 1, "train.max_steps": 2, "train.eval_every": 2})
-    entrypoint = " ".join(["python jobs/train.py --config configs/train-demo.yaml",
-                           *[f"--set {item}" for item in overrides]])
-    job_id = _submit_when_ready(job_cluster, entrypoint=entrypoint, runtime_env={
-        "working_dir": str(REPO_ROOT), "excludes": [".venv", "artifacts", ".git", "**/__pycache__"]})
-    client, _ = job_cluster
+def _wait_for_the_job_api(client, head) -> None:
+    """The head's job agent registers a while after the banner (longer on a loaded machine): a first job is
+    submitted as soon as it takes jobs, and followed to its end, so the tests' own jobs never race the agent."""
+    job_id = wait_until_ready(lambda: client.submit_job(entrypoint="python -c 'print(1)'"),
+                              is_not_ready=lambda exc: isinstance(exc, RuntimeError) and "No available agent" in str(exc),
+                              head_is_running=lambda: head.poll() is None, what="the job agent")
 
     async def follow() -> str:
-        text = []
-        async for chunk in client.tail_job_logs(job_id):  # ends when the job ends
-            text.append(chunk)
-        return "".join(text)
+        return "".join([chunk async for chunk in client.tail_job_logs(job_id)])  # ends when the job ends
 
     logs = asyncio.run(follow())
     status = client.get_job_status(job_id)
     assert str(status) in ("SUCCEEDED", "JobStatus.SUCCEEDED"), logs[-3000:]
-    summary = json.loads((tmp_path / "runs" / "submitted" / "train_summary.json").read_text())
-    assert summary["status"] == "finished" and summary["steps"] == 2
 
 
 # The start-up of the test cluster on a slow machine, without starting one.

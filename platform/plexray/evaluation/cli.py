@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _behaviour(args: argparse.Namespace) -> int:
-    from plexray.evaluation.pipeline import evaluate_behaviour
+    from plexray.evaluation.pipeline import check_request, evaluate_behaviour
     from plexray.train.cli import _connect_ray
 
     config = load_platform_config(args)
@@ -37,6 +37,7 @@ def _behaviour(args: argparse.Namespace) -> int:
     checkpoints = ({"base": args.compare[0], "tuned": args.compare[1]} if args.compare
                    else {"checkpoint": args.checkpoint or config.model.checkpoint})
     output_dir = args.output or config.evaluation.output_dir
+    check_request(config, checkpoints, output_dir)  # before a cluster starts
     _connect_ray()
     report = evaluate_behaviour(config, checkpoints, output_dir)
     comparison = report["comparison"]

@@ -13,6 +13,7 @@ from plexray.evaluation.testset import TASKS
 from plexray.model.demo import DEMO_VOICES
 from plexray.serve.config import SAMPLING_FIELDS, checked_sampling
 from plexray.speech.asr import ASRConfig
+from plexray.speech.speaker import SpeakerConfig
 
 DEFAULT_COUNTS = {"pause_handling": 20, "turn_taking": 20, "interruption": 20, "user_backchannel": 20,
                   "backchannel": 20, "role": 30}
@@ -67,6 +68,8 @@ class EvaluationConfig(StrictModel):
         default_factory=dict,
         description=f"session settings for every conversation: any of {', '.join(SAMPLING_FIELDS)}")
     asr: ASRConfig = pydantic.Field(default_factory=ASRConfig, description="speech recognition for word timings")
+    speaker: SpeakerConfig = pydantic.Field(
+        default_factory=SpeakerConfig, description="speaker embeddings for voice similarity to the voice prompt")
     judge: JudgeConfig = pydantic.Field(default_factory=JudgeConfig,
                                         description="LLM judge of role answers; no base_url: judging skipped")
     output_dir: str = pydantic.Field("artifacts/evaluation", description="where reports and agent audio go")

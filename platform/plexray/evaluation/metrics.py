@@ -1,10 +1,11 @@
-"""Behaviour metrics of one conversation: take-over, response latency, backchannels, stop latency.
+"""Behaviour metrics of one conversation: take-over, response latency, backchannels, stop latency, voice.
 
 Definitions follow Full-Duplex-Bench (FDB) v1 and v1.5 as SPEC section 7 records them (FDB's code is
 CC BY-NC and was not read or copied); each function cites the one it implements and says where it
 differs. Times are seconds from the start of the conversation; the agent track is as long as the
 user track. Words come from a `Transcriber` (its name is reported with every figure: take-over rates
-move by up to ~23 points between ASR backends), speech spans from Silero VAD.
+move by up to ~23 points between ASR backends), speech spans from Silero VAD, speaker embeddings from a
+`SpeakerEncoder` (plexray.speech.speaker).
 
 `score_conversation` is what the evaluation runner calls per conversation.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from plexray.evaluation.testset import TASKS
 from plexray.speech.asr import Transcriber, Word, transcribe_speech
+from plexray.speech.speaker import SpeakerEncoder, similarity
 from plexray.speech.vad import Segment, merge_segments, speech_segments
 
 # FDB v1 take-over: a span of words this long, or more words than this in a shorter span.
@@ -38,6 +40,15 @@ class BackchannelCount:
     backchannels: int
     take_overs: int
     rate_per_s: float  # backchannels per second of output
+
+
+@dataclasses.dataclass(frozen=True)
+class VoiceReference:
+    """What a conversation's agent should sound like: the speaker embedding of its voice prompt's sample."""
+
+    encoder: SpeakerEncoder
+    embedding: np.ndarray  # [D], made by `encoder`
+    min_speech_s: float  # less agent speech than this: not measured
 
 
 def take_over(words: tp.Sequence[Word]) -> int:
@@ -109,6 +120,22 @@ def stop_latency(user_segments: tp.Sequence[Segment], agent_segments: tp.Sequenc
     return 0.0
 
 
+def voice_similarity(agent_audio: np.ndarray, sample_rate: int, agent_segments: tp.Sequence[Segment],
+                     voice: VoiceReference) -> float | None:
+    """Cosine of the speaker embeddings of the agent's speech and of its voice prompt's sample; None with
+    less than `voice.min_speech_s` of agent speech.
+
+    PersonaPlex's voice similarity (SPEC section 7: output vs voice prompt, 0.57 for PersonaPlex). Only
+    the agent's speech is embedded (its VAD segments, joined): a track that is mostly silence would
+    otherwise be judged on its silence.
+    """
+    if sum(segment.duration_s for segment in agent_segments) < voice.min_speech_s:
+        return None
+    speech = np.concatenate([agent_audio[round(s.start_s * sample_rate):round(s.end_s * sample_rate)]
+                             for s in agent_segments])
+    return similarity(voice.encoder.embed(speech, sample_rate), voice.embedding)
+
+
 def take_over_vad(segments: tp.Sequence[Segment]) -> int:
     """A VAD-only take-over, free of any ASR: 1 if the agent's speech spans at least 1 s, else 0.
 
@@ -142,13 +169,15 @@ def _turn_result(words: tp.Sequence[Word], segments: tp.Sequence[Segment], start
 
 
 def score_conversation(conversation: dict, agent_audio: np.ndarray, sample_rate: int,
-                       transcriber: Transcriber) -> dict:
-    """Behaviour metrics of one conversation: the test set's metadata dict, the agent's track, an ASR backend.
+                       transcriber: Transcriber, voice: VoiceReference | None = None) -> dict:
+    """Behaviour metrics of one conversation: the test set's metadata dict, the agent's track, an ASR
+    backend, and the voice the agent was prompted with (None: voice similarity not measured).
 
     `agent_audio` is [N] float in [-1, 1] at `sample_rate` Hz, starting with the user track. The track is
     voice-detected once and its speech transcribed once; each task then looks at a window of it.
     Returned, always: id, task, asr_backend, agent_words (dicts of plexray.speech.asr.Word),
-    agent_speech_s (seconds of agent speech by VAD). Then per task (None: not measurable in this conversation):
+    agent_speech_s (seconds of agent speech by VAD), voice_similarity (`voice_similarity`, or None). Then
+    per task (None: not measurable in this conversation):
 
     - pause_handling: `take_over` (lower is better) of the agent's words heard from the pause's start
       until the user's resumed sentence ends. FDB scores the whole output; after the user has finished
@@ -175,7 +204,8 @@ def score_conversation(conversation: dict, agent_audio: np.ndarray, sample_rate:
     words = transcribe_speech(transcriber, agent_audio, sample_rate, segments)
     result = {"id": conversation["id"], "task": task, "asr_backend": transcriber.name,
               "agent_words": [dataclasses.asdict(word) for word in words],
-              "agent_speech_s": sum(s.duration_s for s in segments)}
+              "agent_speech_s": sum(s.duration_s for s in segments),
+              "voice_similarity": voice_similarity(agent_audio, sample_rate, segments, voice) if voice else None}
 
     if task == "pause_handling":
         pause = conversation["pause"]

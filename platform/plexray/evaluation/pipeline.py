@@ -34,15 +34,8 @@ TEST_SET_DIR = "test-set"
 def evaluate_behaviour(config: "PlexrayConfig", checkpoints: dict[str, str], output_dir: str | Path) -> dict:
     """Evaluate each checkpoint (label -> ref) on the same test set; with two, the second is compared
     with the first (base, tuned). Returns the report (also written to output_dir/report.json)."""
-    if not checkpoints:
-        raise EvaluationError("no checkpoint to evaluate")
-    for label in checkpoints:
-        if not label or "/" in label or label in (TEST_SET_DIR, reporting.PLOTS_DIR):
-            raise EvaluationError(f"checkpoint label {label!r}: must be a plain name other than "
-                                  f"{TEST_SET_DIR!r} and {reporting.PLOTS_DIR!r}")
+    check_request(config, checkpoints, output_dir)
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise EvaluationError(f"{output_dir}: not empty; choose a new directory for the evaluation")
     evaluation = config.evaluation
     test_dir = Path(evaluation.test_set_dir) if evaluation.test_set_dir else output_dir / TEST_SET_DIR
     if not evaluation.test_set_dir:
@@ -52,18 +45,21 @@ def evaluate_behaviour(config: "PlexrayConfig", checkpoints: dict[str, str], out
         raise EvaluationError(f"{test_dir}: the test set has no conversations")
 
     records: dict[str, list[dict]] = {}
-    backends = set()
+    scorings = []
     for label, ref in checkpoints.items():
         records[label] = []
         write = _record_writer(output_dir / label, records[label])
-        backends.add(run_checkpoint(config, ref, conversations, lambda c: read_user_audio(test_dir, c), write,
-                                    label=label))
+        scorings.append(run_checkpoint(config, ref, conversations, lambda c: read_user_audio(test_dir, c), write,
+                                       label=label))
     judge_status = judge_role_answers(config, conversations, records)
     for label, label_records in records.items():  # the judge's scores join the saved role records
         for record in label_records:
             if record["task"] == "role":
                 _save_record(output_dir / label, record)
-    context = {"checkpoints": dict(checkpoints), "asr_backend": ", ".join(sorted(backends)),
+    context = {"checkpoints": dict(checkpoints),
+               "asr_backend": ", ".join(sorted({scoring["asr_backend"] for scoring in scorings})),
+               "speaker_encoder": scorings[0]["speaker_encoder"],  # one config: the same for every checkpoint
+               "voices_without_sample": sorted({v for scoring in scorings for v in scoring["voices_without_sample"]}),
                "judge": judge_status, "batch_size": evaluation.batch_size,
                "test_set": {"directory": str(test_dir), "conversations": len(conversations),
                             "manifest": json.loads((test_dir / "manifest.json").read_text())}}
@@ -72,6 +68,26 @@ def evaluate_behaviour(config: "PlexrayConfig", checkpoints: dict[str, str], out
     paths = reporting.write_report(summary, records, output_dir)
     logger.info("behavioural report: %s", paths["markdown"])
     return summary
+
+
+def check_request(config: "PlexrayConfig", checkpoints: dict[str, str], output_dir: str | Path) -> None:
+    """What can be refused before any cluster starts: labels, checkpoints that are not there, an output
+    directory in use, a test set directory that is not one. Raises EvaluationError naming the problem."""
+    if not checkpoints:
+        raise EvaluationError("no checkpoint to evaluate")
+    for label, ref in checkpoints.items():
+        if not label or "/" in label or label in (TEST_SET_DIR, reporting.PLOTS_DIR):
+            raise EvaluationError(f"checkpoint label {label!r}: must be a plain name other than "
+                                  f"{TEST_SET_DIR!r} and {reporting.PLOTS_DIR!r}")
+        if ref != "demo" and not ref.startswith("hf://") and not Path(ref).is_dir():
+            raise EvaluationError(f"checkpoint {ref}: no such directory (a checkpoint is a directory, 'demo' "
+                                  "or hf://REPO)")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise EvaluationError(f"{output_dir}: not empty; choose a new directory for the evaluation")
+    test_set_dir = config.evaluation.test_set_dir
+    if test_set_dir and not Path(test_set_dir).is_dir():
+        raise EvaluationError(f"test set {test_set_dir}: no such directory")
 
 
 def evaluate_behaviour_once(config: "PlexrayConfig", checkpoints: dict[str, str], output_dir: str | Path) -> dict:

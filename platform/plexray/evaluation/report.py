@@ -126,6 +126,7 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
              f"Words and their times from ASR backend **{report['asr_backend']}**: every figure below depends on "
              "it (take-over rates move by up to ~23 points between ASR backends); `take_over_vad` is the same "
              "measure from voice activity alone.",
+             _voice_line(report),
              f"Role answers: {report['judge']}.", "",
              "Mean [95% interval] (conversations measured) per metric; "
              + (f"Δ = {comparison['tuned']} - {comparison['base']}, **bold** where significant (p < 0.05)."
@@ -152,6 +153,17 @@ def markdown(report: dict, plots: dict[str, Path]) -> str:
     for label, failed in failures.items():
         lines.append(f"Failed in {label}: " + "; ".join(f"{f['id']}: {f['error']}" for f in failed))
     return "\n".join(lines) + "\n"
+
+
+def _voice_line(report: dict) -> str:
+    if not report.get("speaker_encoder"):
+        return "Voice similarity: not measured (evaluation.speaker.backend: none)."
+    line = (f"`voice_similarity`: cosine of speaker embeddings ({report['speaker_encoder']}) of the agent's speech "
+            "and its voice prompt's sample, where the agent spoke for long enough.")
+    if report["voices_without_sample"]:
+        line += (f" Not measured for voice(s) {', '.join(report['voices_without_sample'])}: given as prefill (.pt) "
+                 "only, with no .wav sample to compare with.")
+    return line
 
 
 def _estimate(name: str, by_id: dict[str, float]) -> dict:

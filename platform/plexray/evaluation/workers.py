@@ -65,9 +65,20 @@ def engine_config(config: "PlexrayConfig") -> EngineConfig:
     return config.serve.engine.model_copy(update={"max_sessions": config.evaluation.batch_size})
 
 
+def voice_references(bundle: ModelBundle, encoder, voices: tp.Iterable[str], min_speech_s: float) -> dict:
+    """voice name -> VoiceReference (plexray.evaluation.metrics) for each of `voices` the checkpoint has a
+    sample of. A voice given only as NVIDIA's prefill (.pt: embeddings and token cache, no audio) has none."""
+    from plexray.evaluation.metrics import VoiceReference
+
+    return {name: VoiceReference(encoder, encoder.embed(bundle.voices[name].load_wav(), SAMPLE_RATE), min_speech_s)
+            for name in voices if bundle.voices[name].wav_path is not None}
+
+
 def evaluate_conversations(bundle: ModelBundle, transcriber, config: "PlexrayConfig",
-                           conversations: list[tuple[dict, np.ndarray]]) -> tp.Iterator[dict]:
-    """Run (metadata, user track [N] float32 24 kHz) pairs through the engine and score each.
+                           conversations: list[tuple[dict, np.ndarray]],
+                           voices: dict | None = None) -> tp.Iterator[dict]:
+    """Run (metadata, user track [N] float32 24 kHz) pairs through the engine and score each; `voices`
+    (voice_references) gives voice similarity where the conversation's voice is in it.
 
     Yields one record per conversation: id, task, scores (score_conversation's dict, or None),
     error (None, or why it failed: the engine refused it, its session broke, scoring raised),
@@ -75,6 +86,7 @@ def evaluate_conversations(bundle: ModelBundle, transcriber, config: "PlexrayCon
     """
     from plexray.evaluation.metrics import score_conversation
 
+    voices = voices or {}
     metadata = {conversation["id"]: conversation for conversation, _ in conversations}
     runs = [EvalConversation(conversation["id"], session_settings(conversation, config), audio)
             for conversation, audio in conversations]
@@ -84,23 +96,28 @@ def evaluate_conversations(bundle: ModelBundle, transcriber, config: "PlexrayCon
                   "text": track.text, "agent_audio": track.audio}
         if track.error is None:
             try:
-                record["scores"] = score_conversation(conversation, track.audio, SAMPLE_RATE, transcriber)
+                record["scores"] = score_conversation(conversation, track.audio, SAMPLE_RATE, transcriber,
+                                                      voices.get(conversation["persona"]["voice"]))
             except Exception as exc:  # one conversation's scoring must not lose the others
                 record["error"] = f"scoring failed: {type(exc).__name__}: {exc}"
         yield record
 
 
 class EvaluationWorker:
-    """A Ray actor: one model, one engine at a time, one transcriber; runs chunks of conversations."""
+    """A Ray actor: one model, one engine at a time, one transcriber and speaker encoder; runs chunks of
+    conversations."""
 
     def __init__(self, config: "PlexrayConfig", ref: str):
         from plexray.speech.asr import make_transcriber
+        from plexray.speech.speaker import make_speaker_encoder
 
         self.config = config
         self.problem: str | None = None
+        self.voices: dict = {}  # voice name -> VoiceReference, once ready() knows the test set's voices
         try:
             self.bundle = load_checkpoint(config, ref)
             self.transcriber = make_transcriber(config.evaluation.asr)
+            self.speaker = make_speaker_encoder(config.evaluation.speaker)
         except Exception as exc:  # reported by ready(): an actor whose __init__ raises hides the message
             self.problem = f"{type(exc).__name__}: {exc}"
 
@@ -111,19 +128,27 @@ class EvaluationWorker:
             if missing:
                 return (f"the checkpoint has no voice(s) {missing} (its voices: {sorted(self.bundle.voices)}); "
                         "set evaluation.test_set.voices to voices it has")
+            if self.speaker is not None:
+                self.voices = voice_references(self.bundle, self.speaker, voices,
+                                               self.config.evaluation.speaker.min_speech_s)
         return self.problem
 
     def run(self, conversations: list[tuple[dict, np.ndarray]]) -> list[dict]:
-        return list(evaluate_conversations(self.bundle, self.transcriber, self.config, conversations))
+        return list(evaluate_conversations(self.bundle, self.transcriber, self.config, conversations, self.voices))
 
-    def transcriber_name(self) -> str:
-        return self.transcriber.name
+    def scoring(self, voices: list[str]) -> dict:
+        """What scored the conversations: the ASR backend, the speaker encoder (None: switched off) and
+        which of `voices` had no sample to compare with."""
+        return {"asr_backend": self.transcriber.name,
+                "speaker_encoder": self.speaker.name if self.speaker else None,
+                "voices_without_sample": sorted(set(voices) - set(self.voices)) if self.speaker else []}
 
 
 def run_checkpoint(config: "PlexrayConfig", ref: str, conversations: list[dict],
                    read_audio: tp.Callable[[dict], np.ndarray], on_record: tp.Callable[[dict], None],
-                   label: str = "") -> str:
-    """Evaluate `ref` on `conversations` over `evaluation.num_workers` Ray actors; returns the ASR backend name.
+                   label: str = "") -> dict:
+    """Evaluate `ref` on `conversations` over `evaluation.num_workers` Ray actors; returns what scored them
+    (EvaluationWorker.scoring).
 
     `on_record` gets each conversation's record (see evaluate_conversations) as soon as its chunk is
     back. A chunk whose worker dies comes back as errors for its conversations; a checkpoint that
@@ -141,7 +166,7 @@ def run_checkpoint(config: "PlexrayConfig", ref: str, conversations: list[dict],
         for problem in ray.get([worker.ready.remote(voices) for worker in workers]):
             if problem is not None:
                 raise EvaluationError(f"checkpoint {ref}: {problem}")
-        backend = ray.get(workers[0].transcriber_name.remote())
+        scoring = ray.get(workers[0].scoring.remote(voices))
         # Longest first, in chunks of 2 B: each engine's batch stays full while the chunk's sessions
         # of different lengths come and go, and the driver hears back often enough for progress.
         ordered = sorted(conversations, key=lambda c: -c["duration_s"])
@@ -167,7 +192,7 @@ def run_checkpoint(config: "PlexrayConfig", ref: str, conversations: list[dict],
                 for record in records:
                     on_record(record)
                 progress.update(len(records))
-        return backend
+        return scoring
     finally:
         for worker in workers:
             ray.kill(worker)

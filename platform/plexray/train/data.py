@@ -67,6 +67,7 @@ def open_splits(dataset_dir: str | Path, validation_fraction: float, min_rows: i
     Each split needs at least `min_rows` conversations (one per worker: every FSDP rank must step).
     """
     import ray.data
+    from ray.data.expressions import col
 
     files = shard_files(dataset_dir)
     dataset = ray.data.read_parquet([str(f) for f in files])
@@ -82,10 +83,12 @@ def open_splits(dataset_dir: str | Path, validation_fraction: float, min_rows: i
     def held_out(conversation_id: str) -> bool:
         return cutoff is not None and split_key(conversation_id) <= cutoff
 
-    train = dataset.filter(lambda row: not held_out(row["id"]))
-    validation = dataset.filter(lambda row: held_out(row["id"])) if cutoff is not None else None
+    # Filtered by expression (the ids are known): Ray Data evaluates it on Arrow blocks, no Python per row.
+    validation_ids = [conversation_id for conversation_id in ids if held_out(conversation_id)]
+    train = dataset.filter(expr=col("id").not_in(validation_ids)) if validation_ids else dataset
+    validation = dataset.filter(expr=col("id").is_in(validation_ids)) if cutoff is not None else None
     # Sizes from the ids already read (counting the filtered datasets would read every shard twice more).
-    validation_rows = sum(map(held_out, ids))
+    validation_rows = len(validation_ids)
     sizes = {"training": len(ids) - validation_rows, "validation": validation_rows if cutoff is not None else None}
     for name, rows in sizes.items():
         if rows is not None and rows < min_rows:

@@ -17,8 +17,9 @@ attention scores depend only on the distance between the query's rotation and ea
 conversation keys keep their positions (distances 0 .. C - P - 1, as when they were fresh). The
 prompt keys are re-rotated at every step past C so that the prompt sits right before the oldest
 conversation frame kept: prompt entry j is at position `last - C + 1 + j`, at distance C - 1 - j
-from the newest query. So the model always sees the distances of a fresh window [prompt][recent
-frames], never one longer than it was trained on. Re-rotating from the prompt keys as first
+from the newest query. So the model sees the distances of a fresh window [prompt][recent frames],
+never one longer than it was trained on (the distances only: past the first layer, a kept entry still
+carries what it attended to when it was computed, docs/long-calls.md). Re-rotating from the prompt keys as first
 written (un-rotated once, when the prompt is pinned) keeps rounding from accumulating over a long
 call. Re-rotating costs a rotation and a copy over [B, H, n, D] in every layer, so the caller, which
 knows every slot's position and prompt length on the host, sets `rerotate_frames` before each step:
