@@ -7,8 +7,8 @@ import threading
 import typing as tp
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# (path, JSON body) -> (HTTP status, JSON payload, or raw text for a server that misbehaves)
-Answer = tp.Callable[[str, dict], tuple[int, tp.Union[dict, str]]]
+# (path, JSON body) -> (HTTP status, JSON payload, raw text for a server that misbehaves, or bytes: audio)
+Answer = tp.Callable[[str, dict], tuple[int, tp.Union[dict, str, bytes]]]
 
 
 class OpenAICompatibleServer:
@@ -19,9 +19,10 @@ class OpenAICompatibleServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status, payload = answer(self.path, body)
-                data = (json.dumps(payload) if isinstance(payload, dict) else payload).encode()
+                binary = isinstance(payload, bytes)
+                data = payload if binary else (json.dumps(payload) if isinstance(payload, dict) else payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/octet-stream" if binary else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -1,6 +1,6 @@
-"""POST to an OpenAI-compatible endpoint (vLLM, gpt-oss, an embeddings server): retries, backoff, a cap
-on requests in flight. The dialogue LLM's chat client and the knowledge bases' embeddings client
-both call `post_json`.
+"""POST to an OpenAI-compatible endpoint (vLLM, gpt-oss, an embeddings server, a speech server): retries,
+backoff, a cap on requests in flight. The dialogue LLM's chat client and the knowledge bases' embeddings
+client call `post_json`; the data pipeline's speech synthesizer calls `post` (its answers are audio bytes).
 
 Retried: connection errors, 408/409/425/429 and 5xx answers, and replies `parse` cannot use;
 not retried: any other HTTP error (400, 401, 404: retrying will not help).
@@ -17,6 +17,8 @@ import httpx
 from plexray.errors import PlexrayError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# What `parse` raises for a reply it cannot use (retried, then named in the error).
+UNUSABLE_REPLY = (ValueError, KeyError, IndexError, TypeError)
 T = tp.TypeVar("T")
 
 _SEMAPHORES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
@@ -36,9 +38,9 @@ def _semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
         return _SEMAPHORES.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
 
 
-def post_json(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
-              parse: tp.Callable[[tp.Any], T], error: type[PlexrayError]) -> T:
-    """`parse(reply JSON)` of `POST {base_url}{path}`; raises `error` naming the endpoint after the last try."""
+def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
+         parse: tp.Callable[[httpx.Response], T], error: type[PlexrayError]) -> T:
+    """`parse(response)` of `POST {base_url}{path}` answered 200; raises `error` naming the endpoint after the last try."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     problem = "no attempt made"
     for attempt in range(settings.max_retries + 1):
@@ -56,7 +58,13 @@ def post_json(base_url: str, path: str, body: dict, api_key: str, settings: Endp
         if response.status_code != 200:
             raise error(f"{base_url}: HTTP {response.status_code}: {response.text[:300]}")
         try:
-            return parse(response.json())
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return parse(response)
+        except UNUSABLE_REPLY as exc:
             problem = f"unusable reply: {type(exc).__name__}: {exc}"
     raise error(f"{base_url}: gave up after {settings.max_retries + 1} attempts; last: {problem}")
+
+
+def post_json(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
+              parse: tp.Callable[[tp.Any], T], error: type[PlexrayError]) -> T:
+    """`parse(reply JSON)` of `POST {base_url}{path}`: `post` for the endpoints that answer JSON."""
+    return post(base_url, path, body, api_key, settings, lambda response: parse(response.json()), error)

@@ -10,6 +10,7 @@ from plexray.data.tts import EspeakSynthesizer
 from plexray.model.prompt import SAMPLE_RATE
 
 LIBRARY = load_library()
+ESPEAK_BOTH = {"agent": EspeakSynthesizer(), "user": EspeakSynthesizer()}
 
 
 def _rms(samples):
@@ -42,7 +43,7 @@ def test_assembly_two_channels_with_full_duplex_events():
     persona, scenario = LIBRARY.personas["angry-alex"], LIBRARY.scenarios["wrong-order"]
     dialogue = EmbeddedBackend().write(persona, scenario, 5, 6, 6, "agent")
     config = SpeechConfig(barge_in_probability=1.0, backchannel_probability=1.0, loudness_db=-20.0)
-    conversation = assemble(dialogue, persona, scenario, EspeakSynthesizer(), config, seed=5)
+    conversation = assemble(dialogue, persona, scenario, ESPEAK_BOTH, config, seed=5)
     assert conversation.agent.shape == conversation.user.shape
     turns = [t for t in conversation.transcript if t["kind"] == "turn"]
     assert [t["speaker"] for t in turns] == ["agent", "user"] * 3
@@ -65,7 +66,7 @@ def test_offsets_follow_the_persona_pause_range_and_the_natural_shape():
     agent, user = [], []
     for seed in range(4):
         dialogue = EmbeddedBackend().write(persona, scenario, seed, 8, 8, "agent")
-        gaps = assemble(dialogue, persona, scenario, EspeakSynthesizer(), config, seed=seed).gaps_s
+        gaps = assemble(dialogue, persona, scenario, ESPEAK_BOTH, config, seed=seed).gaps_s
         user += gaps[0::2]  # offsets before user turns (turns 1, 3, ...): the scenario has no pause range
         agent += gaps[1::2]  # before agent turns: hesitant Harold's 480-1200 ms
     low, high = persona.pause_ms

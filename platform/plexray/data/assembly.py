@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import typing as tp
 
 import numpy as np
 
@@ -67,8 +68,9 @@ def _seconds(samples: int) -> float:
     return samples / SAMPLE_RATE
 
 
-def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: SpeechSynthesizer,
+def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: tp.Mapping[Speaker, SpeechSynthesizer],
              config: SpeechConfig, seed: int) -> Conversation:
+    """`tts`: each channel's synthesizer (data.speech.tts.agent / .user)."""
     rng = random.Random(seed)
     voices: dict[Speaker, Voice] = {"agent": persona.voice, "user": scenario.counterpart_voice}
     pauses: dict[Speaker, tuple[int, int] | None] = {"agent": persona.pause_ms, "user": scenario.pause_ms}
@@ -77,7 +79,7 @@ def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: Spee
     cursor = int(LEAD_IN_S * SAMPLE_RATE)
     limit = int(config.max_duration_s * SAMPLE_RATE)
     for turn in dialogue.turns:
-        utterance = _normalised(tts.speak(turn.text, voices[turn.speaker]), config.loudness_db)
+        utterance = _normalised(tts[turn.speaker].speak(turn.text, voices[turn.speaker]), config.loudness_db)
         if utterance.samples.size == 0:
             continue
         if not placed:
@@ -107,7 +109,7 @@ def assemble(dialogue: Dialogue, persona: Persona, scenario: Scenario, tts: Spee
         if _seconds(main.length) >= BACKCHANNEL_MIN_TURN_S and rng.random() < config.backchannel_probability:
             listener: Speaker = "user" if main.speaker == "agent" else "agent"
             word = rng.choice(BACKCHANNELS)
-            reply = _normalised(tts.speak(word, voices[listener]), config.loudness_db - 3.0)
+            reply = _normalised(tts[listener].speak(word, voices[listener]), config.loudness_db - 3.0)
             at = main.start + _backchannel_point(main, rng)
             if _fits(placed, listener, at, reply.samples.size):
                 placed.append(_Placed(listener, reply, at, kind="backchannel"))

@@ -61,10 +61,65 @@ class TimingConfig(StrictModel):
     tau_ms: float = pydantic.Field(200.0, gt=0, description="mean of the exponential part: the tail of slow answers")
 
 
+TTSBackend = tp.Literal["espeak", "endpoint"]
+
+
+class SpeechEndpointConfig(StrictModel):
+    """An OpenAI-compatible speech endpoint: POST {base_url}/audio/speech (vLLM, Kokoro-FastAPI, OpenAI)."""
+
+    model_config = pydantic.ConfigDict(frozen=True)  # hashable: it keys the cache of spoken texts (tts.py)
+
+    base_url: str | None = pydantic.Field(
+        None, description="e.g. http://host:8880/v1; default: $PLEXRAY_TTS_BASE_URL")
+    api_key_env: str = pydantic.Field("PLEXRAY_TTS_API_KEY", description="environment variable holding the key")
+    model: str = pydantic.Field("kokoro", description="the request's model (Kokoro-FastAPI: kokoro; OpenAI: tts-1)")
+    response_format: tp.Literal["wav", "pcm"] = pydantic.Field(
+        "wav", description="wav: PCM WAV at any rate; pcm: raw 16-bit little-endian mono at pcm_sample_rate")
+    pcm_sample_rate: int = pydantic.Field(
+        24000, gt=0, description="rate of raw pcm answers (OpenAI and Kokoro-FastAPI: 24000)")
+    timeout_s: float = pydantic.Field(60.0, gt=0)
+    max_retries: int = pydantic.Field(4, ge=0)
+    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
+    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
+
+
+class SpeakerTTSConfig(StrictModel):
+    """Who speaks one channel: a TTS backend and, for an endpoint, which of its voices each speaker gets."""
+
+    backend: TTSBackend = pydantic.Field(
+        "espeak", description="espeak: embedded espeak-ng, the persona's espeak voice; endpoint: an OpenAI-compatible "
+                              "speech endpoint")
+    endpoint: SpeechEndpointConfig = SpeechEndpointConfig()
+    voices: dict[str, str] = pydantic.Field(
+        default_factory=dict, description="endpoint voice per speaker: agent channel by persona id, user channel by "
+                                          "scenario id (its counterpart), e.g. {angry-alex: am_michael}")
+    default_voice: str | None = pydantic.Field(
+        None, description="endpoint voice of ids not in voices; none: every id in the plan must be in voices")
+
+
+class TTSConfig(StrictModel):
+    """The synthesizer of each channel. `tts: espeak` (or `endpoint`) sets both speakers' backend at once."""
+
+    agent: SpeakerTTSConfig = SpeakerTTSConfig()
+    user: SpeakerTTSConfig = SpeakerTTSConfig()
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _one_backend_for_both(cls, value: tp.Any) -> tp.Any:
+        return {"agent": {"backend": value}, "user": {"backend": value}} if isinstance(value, str) else value
+
+
 class SpeechConfig(StrictModel):
     """Speech synthesis and the full-duplex timing of the two channels."""
 
-    tts: tp.Literal["espeak"] = "espeak"
+    tts: TTSConfig = TTSConfig()
+    # 0.5: on whole-sentence espeak-ng speech the aligner places 67-100% of a conversation's words (40 conversations
+    # of the built-in library, 5th percentile 73%; a turn it cannot align at all, about 1 in 8, counts all its
+    # words as unplaced); audio that does not say its script (another text, noise, cut short) leaves nearly
+    # every word unplaced.
+    min_aligned_fraction: float = pydantic.Field(
+        0.5, ge=0, le=1, description="quality gate: a conversation (or its voice sample) whose words the aligner "
+                                     "placed in the audio less often than this is rejected (low_aligned_fraction)")
     timing: TimingConfig = TimingConfig()
     overlap_probability: float = pydantic.Field(
         0.0, ge=0, le=1, description="extra overlaps on top of the offset shape's own (a persona's interrupts add "

@@ -13,3 +13,7 @@ class LibraryError(ConfigError):
 
 class LLMError(DataError):
     """The chat-completions endpoint failed or answered something unusable, after retries."""
+
+
+class TTSError(DataError):
+    """The speech endpoint failed or answered something that is not usable speech, after retries."""

@@ -22,6 +22,7 @@ from plexray.data.personas import load_library
 from plexray.data.plan import PlanItem, plan_conversations
 from plexray.data.shards import SHARDS_DIR, written_ids
 from plexray.data.stages import ConversationEncoder, synthesize_item
+from plexray.data.tts import check_tts
 from plexray.model import reference
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def generate(config) -> dict:
     data = config.data
     library = load_library(data.library.persona_files, data.library.scenario_files,
                            data.library.personas, data.library.scenarios)  # bad files fail fast, before any work
+    check_tts(data.speech.tts, library.personas, library.scenarios)  # as does an endpoint channel left unset
     plan = plan_conversations(data, library)
     config, output_dir = prepare(config)
     data = config.data

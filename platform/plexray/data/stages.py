@@ -29,7 +29,8 @@ from plexray.data.plan import PlanItem
 from plexray.data.prompts import system_prompt
 from plexray.data.rejects import clear_reject, write_reject
 from plexray.data.rows import build_row, conversation_codes, rows_to_table
-from plexray.data.tts import synthesizer
+from plexray.data.quality import speech_quality_problem
+from plexray.data.tts import speaker_synthesizer
 from plexray.model.config import ModelConfig
 from plexray.model.voices import encode_voice, normalize_loudness
 
@@ -43,7 +44,8 @@ def _error_text(exc: BaseException) -> str:
 
 
 def synthesize_item(row: dict, config: DataConfig, library: Library, output_dir: Path) -> list[dict]:
-    """One plan item -> [audio row], or [] with a reject written (invalid dialogue, or errors after retries)."""
+    """One plan item -> [audio row], or [] with a reject written (invalid dialogue, speech below the quality
+    gate, or errors after retries: an endpoint down or answering no speech)."""
     item = PlanItem(**{field: row[field] for field in PlanItem.__dataclass_fields__})
     persona, scenario = library.personas[item.persona_id], library.scenarios[item.scenario_id]
     # A grounded conversation's passages (data/grounding.py); None for one that is not grounded.
@@ -61,10 +63,19 @@ def synthesize_item(row: dict, config: DataConfig, library: Library, output_dir:
                 write_reject(output_dir, item.id, item.persona_id, item.scenario_id, "validate", problem,
                              "invalid", attempt)
                 return []
-            tts = synthesizer(config.speech.tts)
+            tts = {"agent": speaker_synthesizer(config.speech.tts.agent, persona.id),
+                   "user": speaker_synthesizer(config.speech.tts.user, scenario.id)}
             conversation = assemble(dialogue, persona, scenario, tts, config.speech, item.seed)
-            voice = (normalize_loudness(tts.speak(config.speech.voice_sample_text, persona.voice).samples)
-                     if config.include_voice_prompt else np.zeros(0, np.float32))
+            # the voice prompt in the agent's synthesizer and voice: the one its turns are spoken in
+            sample = (tts["agent"].speak(config.speech.voice_sample_text, persona.voice)
+                      if config.include_voice_prompt else None)
+            problem = speech_quality_problem(conversation.transcript, sample.words if sample else (),
+                                             config.speech.min_aligned_fraction)
+            if problem is not None:  # the same script speaks the same way again: no retry
+                write_reject(output_dir, item.id, item.persona_id, item.scenario_id, "quality", problem,
+                             "invalid", attempt)
+                return []
+            voice = normalize_loudness(sample.samples) if sample else np.zeros(0, np.float32)
             clear_reject(output_dir, item.id)  # an earlier run may have quarantined it
             return [{
                 **{field: row[field] for field in ("id", "persona_id", "scenario_id")},

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plexray.data.config import TimingConfig
+from plexray.data.quality import transcript_aligned_fraction
 from plexray.data.shards import shard_files
 from plexray.data.timing import offset_summary, reference_pdf
 from plexray.model.prompt import FRAME_RATE
@@ -48,7 +49,7 @@ def _summary(values: list[float]) -> dict:
 
 def conversation_stats(table: pa.Table) -> dict:
     conversation_s, turns, gaps, overlaps, backchannels, barge_ins = [], [], [], 0, 0, 0
-    words, interpolated_words = 0, 0
+    words, interpolated_words, aligned_fractions = 0, 0, []
     for frames, prompt_end, transcript in zip(table.column("num_frames").to_pylist(),
                                               table.column("prompt_end").to_pylist(),
                                               table.column("transcript").to_pylist()):
@@ -60,6 +61,7 @@ def conversation_stats(table: pa.Table) -> dict:
         barge_ins += sum(bool(t.get("interrupted")) for t in main)
         words += sum(len(t.get("words", [])) for t in entries)
         interpolated_words += sum(t.get("interpolated_words", 0) for t in entries)  # absent before the aligner
+        aligned_fractions.append(transcript_aligned_fraction(entries))
         for previous, current in zip(main, main[1:]):
             gap = current["start_s"] - previous["end_s"]
             gaps.append(gap)
@@ -72,8 +74,10 @@ def conversation_stats(table: pa.Table) -> dict:
     return {"conversation_seconds": _summary(conversation_s), "turns": _summary(turns), "gaps_s": _summary(gaps),
             "floor_transfer_offsets": offset_summary(gaps), "overlaps": overlaps, "barge_ins": barge_ins,
             "backchannels": backchannels, "alignment": alignment,
+            # the quality gate's figure per conversation (data/quality.py): script words the aligner placed
+            "speech_quality": {"aligned_fraction": _summary(aligned_fractions)},
             "hours_of_conversation": float(sum(conversation_s) / 3600),
-            "_raw": {"durations": conversation_s, "turns": turns, "gaps": gaps}}
+            "_raw": {"durations": conversation_s, "turns": turns, "gaps": gaps, "aligned_fractions": aligned_fractions}}
 
 
 def _plot_offsets(path: Path, offsets_s: list[float], timing: TimingConfig) -> None:
@@ -98,7 +102,8 @@ def _plot_offsets(path: Path, offsets_s: list[float], timing: TimingConfig) -> N
 
 
 def write_report(output_dir: Path, table: pa.Table, timing: TimingConfig) -> dict:
-    """stats/stats.json and stats/{durations,turns,gaps,offsets}.png; returns the stats without raw values.
+    """stats/stats.json and stats/{durations,turns,gaps,aligned_fraction,offsets}.png; returns the stats without
+    raw values.
 
     `timing` is the reference the offsets plot shows (the one the dataset's config drew from)."""
     import matplotlib
@@ -113,7 +118,9 @@ def write_report(output_dir: Path, table: pa.Table, timing: TimingConfig) -> dic
     (folder / "stats.json").write_text(json.dumps(stats, indent=2))
     plots = {"durations": ("conversation length (s)", raw["durations"]),
              "turns": ("turns per conversation", raw["turns"]),
-             "gaps": ("gap between turns (s, negative = overlap)", raw["gaps"])}
+             "gaps": ("gap between turns (s, negative = overlap)", raw["gaps"]),
+             "aligned_fraction": ("script words the aligner placed in the audio (quality gate)",
+                                  raw["aligned_fractions"])}
     for name, (label, values) in plots.items():
         figure, axis = plt.subplots(figsize=(6, 3.5))
         axis.hist(values, bins=min(30, max(5, len(values))), color="#4a7ab7")
