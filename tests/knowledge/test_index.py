@@ -52,12 +52,17 @@ def test_query_words_cannot_inject_fts5_syntax():
 
 def test_index_skips_unreadable_documents_and_retrieves(tmp_path):
     config = KnowledgeConfig(root=str(tmp_path))
-    summary = index_documents([str(DOCS), str(BAD_DOCS), str(BAD_DOCS / "notes.docx"), str(tmp_path / "gone.md")],
+    missing = [str(tmp_path / "gone.md"), str(tmp_path / "gone.docx"), str(tmp_path / "gone"),
+               f"file://{tmp_path}/gone-uri"]
+    summary = index_documents([str(DOCS), str(BAD_DOCS), str(BAD_DOCS / "notes.docx"), *missing],
                               "cafe", config, process=process_in_loop)
     assert summary["documents"] == 4 and summary["added"] == 4 and summary["passages"] > 4
     skipped = {entry["source"].rsplit("/", 1)[1]: entry["reason"] for entry in summary["skipped"]}
-    assert set(skipped) == {"notes.docx", "gone.md", "broken.pdf", "empty.md", "latin1.txt"}
-    assert skipped["gone.md"].startswith("cannot read: FileNotFoundError")
+    assert set(skipped) == {"notes.docx", "gone.md", "gone.docx", "gone", "gone-uri", "broken.pdf", "empty.md",
+                            "latin1.txt"}
+    # A path that is not there is said so, whatever its name ends with (not "unsupported file type").
+    assert {skipped[name] for name in ("gone.md", "gone.docx", "gone", "gone-uri")} == {"no such file or directory"}
+    assert skipped["notes.docx"].startswith("unsupported file type")
     base = KnowledgeBase.open(config, "cafe")
     assert base.manifest["skipped"] == summary["skipped"]
     top = base.search("Is the muffin gluten free?", 2)

@@ -17,6 +17,7 @@ TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
 HTML_SUFFIXES = (".html", ".htm")
 PDF_SUFFIXES = (".pdf",)
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + PDF_SUFFIXES
+UNSUPPORTED_TYPE = f"unsupported file type; supported: {', '.join(SUPPORTED_SUFFIXES)}"
 
 
 class UnreadableDocument(Exception):
@@ -51,7 +52,7 @@ def parse_document(source: str, data: bytes) -> Document:
     """The text of a document's bytes, by its file type; raises UnreadableDocument."""
     kind = kind_of(source)
     if kind is None:
-        raise UnreadableDocument(f"unsupported file type; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+        raise UnreadableDocument(UNSUPPORTED_TYPE)
     if kind == "pdf":
         text = _pdf_text(data)
     else:

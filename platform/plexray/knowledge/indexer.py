@@ -21,36 +21,47 @@ import numpy as np
 from plexray.knowledge import dense, lexical, storage
 from plexray.knowledge.chunking import Chunk, chunk_text
 from plexray.knowledge.config import KnowledgeConfig
-from plexray.knowledge.documents import SUPPORTED_SUFFIXES, UnreadableDocument, content_hash, kind_of, parse_document
+from plexray.knowledge.documents import UNSUPPORTED_TYPE, UnreadableDocument, content_hash, kind_of, parse_document
 from plexray.knowledge.errors import KnowledgeError
 
 logger = logging.getLogger(__name__)
 
+NO_SUCH_PATH = "no such file or directory"
+
 
 def expand_sources(paths: tp.Sequence[str]) -> tuple[list[str], list[dict]]:
-    """(documents to read, skipped) for the paths given: directories are walked for supported files,
-    a file named explicitly with another type is skipped with the reason; local paths become absolute."""
+    """(documents to read, skipped) for the paths given: directories are walked for supported files; a path
+    that does not exist, or a file named explicitly with another type, is skipped with the reason; local
+    paths become absolute."""
     documents, skipped = [], []
     for given in paths:
         if storage.is_uri(given):
-            documents.extend(_expand_uri(given))
+            found = _expand_uri(given)
+            if found is None:
+                skipped.append({"source": given, "reason": NO_SUCH_PATH})
+            else:
+                documents.extend(found)
             continue
         path = Path(given).expanduser().resolve()
-        if path.is_dir():
+        if not path.exists():  # checked first: a mistyped path is not a question of its file type
+            skipped.append({"source": str(path), "reason": NO_SUCH_PATH})
+        elif path.is_dir():
             documents.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and kind_of(p.name))
         elif kind_of(path.name) is None:
-            skipped.append({"source": str(path), "reason": f"unsupported file type; supported: "
-                                                           f"{', '.join(SUPPORTED_SUFFIXES)}"})
+            skipped.append({"source": str(path), "reason": UNSUPPORTED_TYPE})
         else:
-            documents.append(str(path))  # a missing file is reported by the reader, with the others
+            documents.append(str(path))  # one that vanishes before it is read is reported by the reader
     return list(dict.fromkeys(documents)), skipped
 
 
-def _expand_uri(uri: str) -> list[str]:
+def _expand_uri(uri: str) -> list[str] | None:
+    """The documents at a URI (a file, or a directory's supported files); None when nothing is there."""
     import pyarrow.fs
 
     filesystem, path = storage._filesystem(uri)
     info = filesystem.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        return None
     if info.type != pyarrow.fs.FileType.Directory:
         return [uri]
     scheme = uri.split("://", 1)[0]
