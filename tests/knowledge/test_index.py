@@ -1,5 +1,6 @@
 """Documents -> passages -> lexical and dense indexes: parsing, skipping, incremental re-indexing, search."""
 
+import json
 import shutil
 
 import pytest
@@ -126,3 +127,22 @@ def test_dense_index_through_an_embeddings_endpoint(tmp_path):
     lexical_only = index_documents([str(DOCS)], "plain", config, process=process_in_loop)
     with pytest.raises(KnowledgeError, match="no vectors"):
         KnowledgeBase.open(config, lexical_only["name"]).check_mode("dense")
+
+
+def test_show_lists_documents_passages_and_skipped_documents(tmp_path, capsys):
+    from plexray.cli import main
+
+    config = KnowledgeConfig(root=str(tmp_path))
+    index_documents([str(DOCS / "menu.md"), str(BAD_DOCS / "empty.md")], "cafe", config, process=process_in_loop)
+    base = KnowledgeBase.open(config, "cafe")
+    assert main(["knowledge", "show", "cafe", "--set", f"knowledge.root={tmp_path}"]) == 0
+    shown = capsys.readouterr().out
+    menu = base.contents()["documents"][0]
+    assert menu["title"] == "Harbor Lane Coffee menu" and len(menu["passages"]) == base.manifest["passages"] > 1
+    assert f"{DOCS / 'menu.md'}\n  'Harbor Lane Coffee menu', markdown, {len(menu['passages'])} passages, " \
+           f"sha256 {menu['hash'][:12]}" in shown
+    for passage in menu["passages"]:  # each passage: its id, heading and the start of its text
+        assert f"  {passage['id']}  [{passage['section']}] {passage['text'][len(passage['section']) + 2:][:40]}" in shown
+    assert f"skipped at the last index run: 1\n  {BAD_DOCS / 'empty.md'}: no text in it" in shown
+    assert main(["knowledge", "show", "cafe", "--json", "--set", f"knowledge.root={tmp_path}"]) == 0
+    assert json.loads(capsys.readouterr().out) == base.contents()

@@ -39,6 +39,16 @@ def plain_markdown(line: str) -> str:
     return line.replace("`", "").strip()
 
 
+def document_title(text: str) -> str:
+    """A document's first heading, as plain text ('' for a document without one): what `knowledge show`
+    calls it."""
+    for line in text.splitlines():
+        heading = HEADING.match(line.strip())
+        if heading:
+            return plain_markdown(heading.group(2))
+    return ""
+
+
 def _paragraphs(text: str) -> list[tuple[str, str]]:
     """(section heading, paragraph) in document order; list items and lines of a paragraph are joined
     into sentences."""

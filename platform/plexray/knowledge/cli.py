@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     show = commands.add_parser("show", help="a knowledge base's documents, passages and skipped documents")
     show.add_argument("name", help="knowledge base name")
+    show.add_argument("--json", action="store_true", help="print it as one JSON object (for programs), each "
+                                                          "passage's whole text included")
     add_config_arguments(show)
     show.set_defaults(handler=_show)
 
@@ -57,6 +59,37 @@ def _search(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from plexray.knowledge.retrieval import KnowledgeBase
 
-    base = KnowledgeBase.open(load_platform_config(args).knowledge, args.name)
-    print(json.dumps({**base.describe(), "skipped": base.manifest.get("skipped", [])}, indent=2))
+    contents = KnowledgeBase.open(load_platform_config(args).knowledge, args.name).contents()
+    print(json.dumps(contents, indent=2) if args.json else contents_text(contents))
     return 0
+
+
+PREVIEW_CHARS = 100  # of a passage's text in `knowledge show`: enough to recognise it on one line
+
+
+def contents_text(contents: dict) -> str:
+    """A base's contents (KnowledgeBase.contents) for reading: a header, then each document with its
+    passages (id, heading, the start of its text), then the skipped documents and why."""
+    dense = contents["dense"]
+    lines = [f"{contents['name']}: {_count(len(contents['documents']), 'document')}, "
+             f"{_count(contents['passages'], 'passage')}, "
+             + (f"vectors of {dense['model']} ({dense['dim']} dimensions)" if dense else "no vectors (lexical only)")
+             + f"; updated {contents['updated']}", f"  at {contents['directory']}"]
+    for document in contents["documents"]:
+        passages = document["passages"]
+        title = f"'{document['title']}'" if document["title"] else "(no heading)"
+        lines += ["", document["source"], f"  {title}, {document['kind']}, {_count(len(passages), 'passage')}, "
+                                          f"sha256 {(document['hash'] or '?')[:12]}"]
+        for passage in passages:
+            body = passage["text"].removeprefix(f"{passage['section']}: ") if passage["section"] else passage["text"]
+            preview = body if len(body) <= PREVIEW_CHARS else body[:PREVIEW_CHARS].rstrip() + "..."
+            lines.append(f"  {passage['id']}  [{passage['section']}] {preview}" if passage["section"]
+                         else f"  {passage['id']}  {preview}")
+    skipped = contents["skipped"]
+    lines += ["", f"skipped at the last index run: {len(skipped)}" if skipped else "skipped: none"]
+    lines += [f"  {entry['source']}: {entry['reason']}" for entry in skipped]
+    return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

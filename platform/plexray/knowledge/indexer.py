@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from plexray.knowledge import dense, lexical, storage
-from plexray.knowledge.chunking import Chunk, chunk_text
+from plexray.knowledge.chunking import Chunk, chunk_text, document_title
 from plexray.knowledge.config import KnowledgeConfig
 from plexray.knowledge.documents import UNSUPPORTED_TYPE, UnreadableDocument, content_hash, kind_of, parse_document
 from plexray.knowledge.errors import KnowledgeError
@@ -84,8 +84,8 @@ def process_document(row: dict, known_hashes: dict[str, str], config: KnowledgeC
     The plain function behind the Ray Data stage; runs anywhere, raises nothing for a bad document.
     """
     source = row["source"]
-    result = {"source": source, "status": "skipped", "hash": "", "reason": "", "kind": "", "chunks": "[]",
-              "vectors": b"", "dim": 0}
+    result = {"source": source, "status": "skipped", "hash": "", "reason": "", "kind": "", "title": "",
+              "chunks": "[]", "vectors": b"", "dim": 0}
     try:
         data = read_bytes(source)
     except OSError as exc:
@@ -101,6 +101,7 @@ def process_document(row: dict, known_hashes: dict[str, str], config: KnowledgeC
     if not chunks:
         return {**result, "reason": "no text in it", "hash": digest}
     result = {**result, "status": "chunked", "hash": digest, "kind": document.kind,
+              "title": document_title(document.text),
               "chunks": json.dumps([dataclasses.asdict(chunk) for chunk in chunks])}
     if dense_enabled:
         from plexray.knowledge.embeddings import EmbeddingsClient
@@ -162,7 +163,8 @@ def index_documents(paths: tp.Sequence[str], name: str, config: KnowledgeConfig,
                 unchanged.add(source)
             elif result["status"] == "chunked":
                 chunks = [Chunk(**chunk) for chunk in json.loads(result["chunks"])]
-                documents[source] = {"hash": result["hash"], "kind": result["kind"], "chunks": len(chunks)}
+                documents[source] = {"hash": result["hash"], "kind": result["kind"], "title": result["title"],
+                                     "chunks": len(chunks)}
                 changed_chunks.extend(chunks)
                 if dense_enabled:
                     changed_vectors.append(np.frombuffer(result["vectors"], np.float32).reshape(len(chunks),

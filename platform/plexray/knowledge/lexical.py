@@ -71,6 +71,14 @@ class LexicalIndex:
     def count(self) -> int:
         return count_passages(self._connection())
 
+    def passages(self) -> list[Chunk]:
+        """Every passage, by document and then in document order (what `knowledge show` lists)."""
+        rows = self._connection().execute(
+            "SELECT chunk_id, source, ordinal, section, text FROM passages "
+            "ORDER BY source, CAST(ordinal AS INTEGER)").fetchall()
+        return [Chunk(chunk_id, source, int(ordinal), section, text)
+                for chunk_id, source, ordinal, section, text in rows]
+
     def search(self, query: str, limit: int) -> list[tuple[Chunk, float]]:
         """The best `limit` passages and their BM25 scores (higher is better)."""
         expression = match_expression(query)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import typing as tp
 from pathlib import Path
@@ -58,10 +59,19 @@ class KnowledgeBase:
     def has_vectors(self) -> bool:
         return self.manifest.get("dense") is not None
 
-    def describe(self) -> dict:
-        return {"name": self.name, "documents": len(self.manifest.get("documents", {})),
+    def contents(self) -> dict:
+        """What the base holds (`knowledge show`): each document as the manifest has it (kind, content
+        hash) with its passages, and the documents skipped at the last index run, with the reasons."""
+        passages: dict[str, list[Chunk]] = collections.defaultdict(list)
+        for chunk in self.lexical.passages():
+            passages[chunk.source].append(chunk)
+        documents = [{"source": source, "title": entry.get("title"), "kind": entry.get("kind"), "hash": entry.get("hash"),
+                      "passages": [{"id": c.chunk_id, "section": c.section, "text": c.text} for c in passages[source]]}
+                     for source, entry in sorted(self.manifest.get("documents", {}).items())]
+        return {"name": self.name, "directory": str(self.directory), "updated": self.manifest.get("updated"),
                 "passages": self.manifest["passages"], "dense": self.manifest.get("dense"),
-                "updated": self.manifest.get("updated")}
+                "chunking": self.manifest.get("chunking"), "documents": documents,
+                "skipped": self.manifest.get("skipped", [])}
 
     def check_mode(self, mode: RetrievalMode) -> None:
         """Raise KnowledgeError if this base cannot be searched in `mode` (checked at deploy time)."""
