@@ -39,11 +39,21 @@ def test_talk_page_round_trip(talk_server, tmp_path):
                                 timeout_s=90)
             state = await page.evaluate("JSON.stringify(plexrayTalk)")
             await page.evaluate("document.getElementById('stop').click()")
-            return state
+            # The context field is for grounded personas only (the demo's have no knowledge base).
+            assert await page.evaluate("document.getElementById('context').disabled") is True
+            # Opened from another machine over plain http the page is not a secure context and the browser
+            # withholds the microphone: the page says so instead of failing with a TypeError.
+            await page.evaluate("Object.defineProperty(window, 'isSecureContext', {get: () => false}); "
+                                "document.getElementById('start').click()")
+            await page.wait_for("plexrayTalk.state === 'error'", timeout_s=10)
+            insecure = await page.evaluate("plexrayTalk.error")
+            return state, insecure
 
     import json
 
-    state = json.loads(asyncio.run(session()))
+    state, insecure = asyncio.run(session())
+    state = json.loads(state)
+    assert "the microphone needs a secure page" in insecure and "https" in insecure
     assert state["error"] is None
     assert state["audioChunksSent"] >= 10  # the fake microphone's speech went up
     assert state["state"] == "talking"
