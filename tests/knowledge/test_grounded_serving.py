@@ -134,9 +134,33 @@ def test_session_grounding_without_serve(knowledge_root, tokenizer):
         texts = [p["text"] for p in result.info["passages"]]
         assert result.text_prompt == prompt_with_passages(BARISTA_PROMPT, texts)
         assert result.info["tokens"] <= 80 and "Ten stamps" in texts[0]
+        assert result.info["role_prompt_tokens"] == len(tokenizer.encode(BARISTA_PROMPT))
+        assert result.info["prompt_tokens"] == len(tokenizer.encode(result.text_prompt))
         with pytest.raises(AdmissionDenied, match="at most 50"):
             grounding.query(persona.knowledge, "z" * 51)
         # No query at all (no context, no default): the persona's prompt is served as it is.
         assert asyncio.run(grounding.ground("barista", persona, BARISTA_PROMPT, None)) is None
+    finally:
+        grounding.close()
+
+
+def test_a_context_that_matches_nothing_falls_back_on_the_personas_query(knowledge_root, tokenizer):
+    """A caller's context no passage matches grounds the prompt as no context would (the persona's
+    default query), not with nothing; without a default query the persona's prompt is served alone."""
+    knowledge = KnowledgeSettings(base="cafe", max_tokens=BUDGET, query="opening hours")
+    persona = PersonaConfig(text_prompt=BARISTA_PROMPT, knowledge=knowledge)
+    no_default = PersonaConfig(text_prompt=BARISTA_PROMPT, knowledge=knowledge.model_copy(update={"query": None}))
+    grounding = SessionGrounding({"barista": persona, "plain": no_default}, KnowledgeConfig(root=str(knowledge_root)),
+                                 lambda text: len(tokenizer.encode(text)))
+    try:
+        fallen_back = asyncio.run(grounding.ground("barista", persona, BARISTA_PROMPT, "zebra quokka"))
+        assert fallen_back.info["query"] == "opening hours"
+        assert fallen_back.info["query_source"] == "persona default: the context matched no passage"
+        assert "Saturday and Sunday from 8 am to 4 pm" in fallen_back.info["passages"][0]["text"]
+        without_context = asyncio.run(grounding.ground("barista", persona, BARISTA_PROMPT, None))
+        assert without_context.text_prompt == fallen_back.text_prompt
+        assert without_context.info["query_source"] == "persona default"
+        bare = asyncio.run(grounding.ground("plain", no_default, BARISTA_PROMPT, "zebra quokka"))
+        assert bare.text_prompt == BARISTA_PROMPT and bare.info["passages"] == [] and bare.info["tokens"] == 0
     finally:
         grounding.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import time
 import typing as tp
 
@@ -57,7 +58,18 @@ def describe_knowledge(personas: tp.Mapping[str, PersonaConfig], config: Knowled
 @dataclasses.dataclass(frozen=True)
 class Grounding:
     text_prompt: str  # the persona's prompt with the passages joined (THE layout of plexray.knowledge.prompt)
-    info: dict  # what the caller is told: base, query, passages (id, source, text), tokens, budget
+    info: dict  # what the caller is told (the JSON protocol's 'connected', /api/chat's 0x04) and the log shows:
+    # base, query and where it came from, passages (id, source, section, text), token counts and the budget
+
+    def log(self, logger: logging.Logger, session_id: str) -> None:
+        """The session's log line of its prompt: token counts, the query and the passages (id and source).
+        Each value a separate argument: the replica's log filter cuts (and escapes) each on its own."""
+        info = self.info
+        passages = ", ".join(f"{p['id']} ({p['source'].rsplit('/', 1)[-1]})" for p in info["passages"])
+        logger.info("session %s: prompt of %d tokens: role %d + passages %d (budget %d, %d left out); knowledge "
+                    "base %s, query %r (%s); passages: %s", session_id, info["prompt_tokens"],
+                    info["role_prompt_tokens"], info["tokens"], info["max_tokens"], info["left_out"], info["base"],
+                    info["query"], info["query_source"], passages or "none")
 
 
 class SessionGrounding:
@@ -86,25 +98,41 @@ class SessionGrounding:
         query = self.query(settings, context)
         if settings is None or query is None:
             return None
+        # A caller's context that matches no passage falls back on the persona's default query: the
+        # persona then knows what it would know had the caller sent nothing, not nothing at all.
+        if not (context and context.strip()):
+            queries = [(query, "persona default")]
+        else:
+            queries = [(query, "context")] + ([(settings.query, "persona default: the context matched no passage")]
+                                              if settings.query and settings.query != query else [])
         started = time.perf_counter()
         try:
-            fitted, retrieved = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._retrieve, settings, query)
+            grounding = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._ground, settings, text_prompt, queries)
         except KnowledgeError as exc:  # e.g. the embeddings endpoint of a dense base is down
             raise AdmissionDenied("knowledge_unavailable", f"retrieval failed: {exc}", CloseCode.TRY_AGAIN_LATER,
                                   RETRY_AFTER_S) from None
         if self.telemetry is not None:
             self.telemetry.retrieval((time.perf_counter() - started) * 1000, persona_name)
-        used = [p for p in retrieved if p.text in fitted.passages]
-        info = {"base": settings.base, "query": query, "mode": settings.mode, "tokens": fitted.tokens,
-                "max_tokens": settings.max_tokens, "left_out": fitted.left_out,
-                "passages": [{key: value for key, value in p.to_json().items() if key != "score"} for p in used]}
-        return Grounding(prompt_with_passages(text_prompt, fitted.passages), info)
+        return grounding
 
-    def _retrieve(self, settings: KnowledgeSettings, query: str):
-        """Search and fit to the budget (in the executor: SQLite and the tokenizer block)."""
-        retrieved = self.bases[settings.base].search(query, settings.top_k, settings.mode)
-        return fit_passages([p.text for p in retrieved], settings.max_tokens, self.count_tokens), retrieved
+    def _ground(self, settings: KnowledgeSettings, text_prompt: str, queries: list[tuple[str, str]]) -> Grounding:
+        """Search with the first query that retrieves a passage, fit to the budget, count the tokens (in
+        the executor: SQLite and the tokenizer block)."""
+        base = self.bases[settings.base]
+        for query, query_source in queries:
+            retrieved = base.search(query, settings.top_k, settings.mode)
+            if retrieved:
+                break
+        fitted = fit_passages([p.text for p in retrieved], settings.max_tokens, self.count_tokens)
+        used = [p for p in retrieved if p.text in fitted.passages]
+        grounded_prompt = prompt_with_passages(text_prompt, fitted.passages)
+        info = {"base": settings.base, "query": query, "query_source": query_source, "mode": settings.mode,
+                "tokens": fitted.tokens, "max_tokens": settings.max_tokens, "left_out": fitted.left_out,
+                "role_prompt_tokens": self.count_tokens(text_prompt),
+                "prompt_tokens": self.count_tokens(grounded_prompt),
+                "passages": [{key: value for key, value in p.to_json().items() if key != "score"} for p in used]}
+        return Grounding(grounded_prompt, info)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
