@@ -1,4 +1,5 @@
-"""`plexray data ...`: generate a training set, export/import moshi-finetune data, back-annotate prompts."""
+"""`plexray data ...`: generate a training set, ingest recorded conversations, export/import moshi-finetune data,
+back-annotate prompts."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from plexray.settings import add_config_arguments, load_platform_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="training data: generate, export, import, annotate")
+    data = subparsers.add_parser("data", help="training data: generate, ingest, export, import, annotate")
     commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
     generate = commands.add_parser("generate", help="personas -> dialogues -> speech -> Mimi codes -> shards "
                                                     "(resumes an interrupted run)")
     add_config_arguments(generate)
     generate.set_defaults(handler=_generate)
+
+    ingest = commands.add_parser("ingest", help="recorded conversations (jsonl index of stereo or two mono files) -> "
+                                                "ASR per channel -> shards in data.output_dir (resumes)")
+    ingest.add_argument("index", type=Path, help="the .jsonl index (format: plexray/data/README.md, 'data ingest')")
+    add_config_arguments(ingest)
+    ingest.set_defaults(handler=_ingest)
 
     export = commands.add_parser("export", help="shards -> moshi-finetune layout (stereo wav + alignment json + jsonl)")
     export.add_argument("target", type=Path, help="directory to write")
@@ -48,6 +55,12 @@ def _generate(args: argparse.Namespace) -> int:
     from plexray.data.pipeline import generate
 
     return _print_manifest(generate(load_platform_config(args)))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from plexray.data.ingest.run import ingest
+
+    return _print_manifest(ingest(args.index, load_platform_config(args)))
 
 
 def _export(args: argparse.Namespace) -> int:

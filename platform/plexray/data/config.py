@@ -7,6 +7,7 @@ import typing as tp
 import pydantic
 
 from plexray.config import StrictModel
+from plexray.data.ingest.config import IngestConfig
 
 AlignmentName = tp.Literal["word", "onset", "uniform"]
 PromptDetail = tp.Literal["brief", "standard", "detailed"]
@@ -176,3 +177,4 @@ class DataConfig(StrictModel):
     dialogue: DialogueConfig = DialogueConfig()
     speech: SpeechConfig = SpeechConfig()
     encode: EncodeConfig = EncodeConfig()
+    ingest: IngestConfig = IngestConfig()
