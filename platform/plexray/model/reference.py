@@ -149,6 +149,14 @@ def resolve_web_client(ref: str, cache_dir: str | None = None) -> Path | None:
     return _local_web_client(root)
 
 
+def resolve_voices(ref: str, cache_dir: str | None = None) -> Path | None:
+    """The checkpoint's voices (voices.tgz or a voices/ directory), or None; of a hub checkpoint, fetches
+    nothing else (checking a deployment's personas must not download a 16 GB model)."""
+    if ref.startswith("hf://"):
+        return _fetch_hub_file(ref, VOICES_FILE, required=False, cache_dir=cache_dir)
+    return resolve(ref).voices  # a local checkpoint: its files are only located, not read
+
+
 def extract_web_client(archive: Path) -> Path:
     """Extract dist.tgz once, beside it, and return its `dist/` directory (index.html, assets/).
 

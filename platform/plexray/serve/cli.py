@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import socket
 import time
 
 import yaml
 
+from plexray.errors import PlexrayError
 from plexray.settings import add_config_arguments, load_platform_config
 
 
@@ -53,28 +57,60 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def banner(platform_config, host: str, port: int) -> str:
+    """What `serve run` prints once the applications are up: every endpoint of the three applications."""
+    base = f"{host}:{port}"
+    personas = ", ".join(sorted(platform_config.serve.personas))
+    endpoints = [
+        (f"http://{base}/", "NVIDIA's web client (the checkpoint's dist.tgz), else a redirect to the talk page"),
+        (f"http://{base}/voice/talk", "plexray's talk page (a browser; the microphone needs https or localhost)"),
+        (f"ws://{base}/api/chat", "binary protocol (NVIDIA's web client), default persona"),
+        (f"ws://{base}/ws/voice/{{persona}}", f"JSON protocol; personas: {personas}"),
+        (f"http://{base}/voice/status", "personas, capacity, live sessions and waiting callers per replica"),
+        (f"http://{base}/voice/healthz", "200 while the applications are up"),
+        (f"http://{base}/voice/readyz", "200 while the fleet has a free session slot, else 503"),
+        (f"http://{base}/assets/...", "the web client's files"),
+    ]
+    width = max(len(url) for url, _ in endpoints) + 2
+    lines = [f"  {url:<{width}}{what}" for url, what in endpoints]
+    return "\n".join(["PersonaPlex is being served:", *lines, "Ctrl-C stops serving."])
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise a one-line PlexrayError when this machine cannot listen on host:port (Serve's proxy would
+    fail there after the cluster started, with a page of tracebacks from its actors)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy does: a closing port is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PlexrayError(f"port {port} on {host} is already in use (another server, or an earlier "
+                                   f"`plexray serve run`); stop it or choose another with --port") from None
+            raise PlexrayError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from plexray.serve import serve_logging
     from plexray.serve.app.deployments import ops_application, sessions_application, web_application
+    from plexray.serve.app.personas import check_voices
     from plexray.serve.proxy_hook import enable_in_this_environment
 
     config = load_platform_config(args)
+    check_voices(config.serve.personas, config.model)  # before any cluster starts, as the port
+    if args.address is None and not os.environ.get("RAY_ADDRESS"):  # a local cluster: its proxy listens here
+        check_port_free(args.host, args.port)
     enable_in_this_environment()  # for the proxies of a cluster this starts
-    ray.init(address=args.address)
+    ray.init(address=args.address, runtime_env=serve_logging.runtime_env())  # the replicas inherit it
     serve.start(http_options={"host": args.host, "port": args.port})
     name = config.serve.app_name
     serve.run(sessions_application(config), name=name, route_prefix="/")
     serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
     serve.run(web_application(config), name=f"{name}-web", route_prefix="/assets")
-    base = f"{args.host}:{args.port}"
-    print(f"PersonaPlex is being served:\n"
-          f"  http://{base}/                    NVIDIA's web client (the checkpoint's dist.tgz) or the talk page\n"
-          f"  ws://{base}/api/chat              binary protocol (NVIDIA's web client)\n"
-          f"  ws://{base}/ws/voice/{{persona}}    JSON protocol; personas: {', '.join(sorted(config.serve.personas))}\n"
-          f"  http://{base}/voice/status        capacity and live sessions per replica\n"
-          f"Ctrl-C stops serving.", flush=True)
+    print(banner(config, args.host, args.port), flush=True)
     try:
         while True:
             time.sleep(3600)
