@@ -158,3 +158,28 @@ def known_command_path(parser, argv: list[str]) -> None:
                                             ("ray_plexray_wait_seconds_count", True)])
 def test_the_metric_names_follow_prometheus_suffixes(name, exported):
     assert (name in exported_metric_names()) == exported
+
+
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "plexray_grafana_dashboard.json"
+# What an operator watches (issue 25): sessions, capacity, busy answers, tick p50/p99, late ticks, frames
+# dropped, retrieval latency.
+WATCHED = {"ray_plexray_live_sessions", "ray_plexray_session_capacity", "ray_plexray_sessions_rejected_total",
+           "ray_plexray_tick_ms_p50", "ray_plexray_tick_ms_p99", "ray_plexray_late_ticks_total",
+           "ray_plexray_frames_dropped_total", "ray_plexray_retrieval_ms_bucket"}
+
+
+def test_every_grafana_panel_queries_exported_metrics_and_the_watched_ones_have_panels():
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported, queried, wrong = exported_metric_names(), set(), []
+    for panel in dashboard["panels"]:
+        names = {name for target in panel["targets"] for name in METRIC.findall(target["expr"])}
+        if not names:
+            wrong.append(f"{panel['title']}: queries no plexray metric")
+        wrong.extend(f"{panel['title']}: {name} is not exported" for name in sorted(names - exported))
+        queried |= names
+    assert not wrong, "\n".join(wrong)
+    assert WATCHED <= queried, f"no panel for {sorted(WATCHED - queried)}"
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    assert DASHBOARD.name in (REPO_ROOT / "docs" / "operations.md").read_text()  # documented: how to install it

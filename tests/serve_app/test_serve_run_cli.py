@@ -70,3 +70,15 @@ def test_a_deployment_with_access_logs_off_writes_none_to_stderr(serve_logger_re
     lines = stderr.getvalue()
     assert "the ledger's own line" in lines
     assert ("CALL report OK" in lines) == access_log
+
+
+def test_serve_config_writes_every_value_out_and_runs_the_logging_fix_in_the_replicas(capsys):
+    import yaml
+
+    assert main(["serve", "config", "--set", "serve.sessions_per_replica=3"]) == 0
+    text = capsys.readouterr().out
+    assert "&id" not in text and "*id" not in text  # no YAML anchors in a file people edit
+    applications = yaml.safe_load(text)["applications"]
+    assert [app["runtime_env"]["worker_process_setup_hook"] for app in applications] == \
+        ["plexray.serve.serve_logging.honour_access_log_setting"] * 3
+    assert {app["args"]["settings"]["serve"]["sessions_per_replica"] for app in applications} == {3}

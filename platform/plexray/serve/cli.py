@@ -33,27 +33,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def serve_config_document(platform_config, host: str, port: int) -> dict:
-    """The three applications with the plexray config inline; http_options.request_timeout_s stays unset."""
+    """The three applications with the plexray config inline; http_options.request_timeout_s stays unset.
+    Each application's runtime_env runs serve_logging's fix in its replicas (no access line per ledger call)."""
+    from plexray.serve import serve_logging
     from plexray.serve.app.deployments import portable
 
     args = {"settings": portable(platform_config)}
+    runtime_env = serve_logging.runtime_env()
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": port},
         "applications": [
             {"name": platform_config.serve.app_name, "route_prefix": "/",
-             "import_path": "plexray.serve.app.builders:sessions_app", "args": args},
+             "import_path": "plexray.serve.app.builders:sessions_app", "args": args,
+             "runtime_env": runtime_env},
             {"name": f"{platform_config.serve.app_name}-ops", "route_prefix": "/voice",
-             "import_path": "plexray.serve.app.builders:ops_app", "args": args},
+             "import_path": "plexray.serve.app.builders:ops_app", "args": args,
+             "runtime_env": runtime_env},
             {"name": f"{platform_config.serve.app_name}-web", "route_prefix": "/assets",
-             "import_path": "plexray.serve.app.builders:web_app", "args": args},
+             "import_path": "plexray.serve.app.builders:web_app", "args": args,
+             "runtime_env": runtime_env},
         ],
     }
 
 
+class _WrittenOut(yaml.SafeDumper):
+    """Every value written out where it is used: a file people edit gets no YAML anchors (`&id001`)."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def _config(args: argparse.Namespace) -> int:
-    print(yaml.safe_dump(serve_config_document(load_platform_config(args), args.host, args.port), sort_keys=False),
-          end="")
+    document = serve_config_document(load_platform_config(args), args.host, args.port)
+    print(yaml.dump(document, Dumper=_WrittenOut, sort_keys=False), end="")
     return 0
 
 
