@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import socket
 import time
 
@@ -86,7 +87,7 @@ def banner(platform_config, host: str, port: int) -> str:
     ]
     width = max(len(url) for url, _ in endpoints) + 2
     lines = [f"  {url:<{width}}{what}" for url, what in endpoints]
-    return "\n".join(["PersonaPlex is being served:", *lines, "Ctrl-C stops serving."])
+    return "\n".join(["PersonaPlex is being served:", *lines, "Ctrl-C (or SIGTERM) stops serving."])
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -103,12 +104,13 @@ def check_port_free(host: str, port: int) -> None:
             raise PlexrayError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _run(args: argparse.Namespace) -> int:
-    import ray
-    from ray import serve
+def _stop_serving(signum, frame) -> None:
+    """SIGTERM (a service manager stopping `serve run`) ends it as Ctrl-C does: Serve shut down, exit 0."""
+    raise KeyboardInterrupt
 
+
+def _run(args: argparse.Namespace) -> int:
     from plexray.serve import serve_logging
-    from plexray.serve.app.deployments import ops_application, sessions_application, web_application
     from plexray.serve.app.personas import check_voices
     from plexray.serve.proxy_hook import enable_in_this_environment
 
@@ -116,15 +118,24 @@ def _run(args: argparse.Namespace) -> int:
     check_voices(config.serve.personas, config.model)  # before any cluster starts, as the port
     if args.address is None and not os.environ.get("RAY_ADDRESS"):  # a local cluster: its proxy listens here
         check_port_free(args.host, args.port)
+    # Serve's default proxy options, read when ray.serve is imported (just below): each serve.run compares its
+    # defaults with the running proxy's, and warned three times that a port other than 8000 differs.
+    os.environ["RAY_SERVE_DEFAULT_HTTP_HOST"], os.environ["RAY_SERVE_DEFAULT_HTTP_PORT"] = args.host, str(args.port)
+    import ray
+    from ray import serve
+
+    from plexray.serve.app.deployments import ops_application, sessions_application, web_application
+
     enable_in_this_environment()  # for the proxies of a cluster this starts
     ray.init(address=args.address, runtime_env=serve_logging.runtime_env())  # the replicas inherit it
-    serve.start(http_options={"host": args.host, "port": args.port})
-    name = config.serve.app_name
-    serve.run(sessions_application(config), name=name, route_prefix="/")
-    serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
-    serve.run(web_application(config), name=f"{name}-web", route_prefix="/assets")
-    print(banner(config, args.host, args.port), flush=True)
+    signal.signal(signal.SIGTERM, _stop_serving)  # after ray.init, whose handler dumps a stack trace on SIGTERM
     try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        name = config.serve.app_name
+        serve.run(sessions_application(config), name=name, route_prefix="/")
+        serve.run(ops_application(config), name=f"{name}-ops", route_prefix="/voice")
+        serve.run(web_application(config), name=f"{name}-web", route_prefix="/assets")
+        print(banner(config, args.host, args.port), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
