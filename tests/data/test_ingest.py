@@ -130,7 +130,8 @@ def test_ingest_writes_shards_training_reads_with_text_on_the_agent_channel(inge
     assert (manifest["planned"], manifest["written"], manifest["rejected"]) == (7, 2, 5)
     assert manifest["per_persona"] == {"baker": 1, "recorded": 1}
     assert manifest["ingest"]["asr_names"] == ["pocketsphinx"]
-    assert manifest["ingest"]["speech_ratio"]["agent"]["count"] == 2
+    assert manifest["ingest"]["speech_ratio"]["agent"]["count"] == manifest["ingest"]["transcribed"] == 2
+    assert (output_dir / "stats" / "speech_ratio.png").stat().st_size > 1000
     for channel in ("agent", "user"):  # the VAD's share of speech against where the test placed it
         placed = [sum(end - start for speaker, start, end in recordings[name][1] if speaker == channel)
                   / (recordings[name][0].size / SAMPLE_RATE) for name in ("call", "pair")]

@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     annotate.set_defaults(handler=_annotate)
 
 
-def _print_manifest(manifest: dict) -> int:
+def _print_manifest(manifest: dict, *extra_keys: str) -> int:
     keys = ("status", "planned", "written", "rejected", "missing", "reconciled", "run", "rejects_by_reason",
-            "hours_of_audio", "alignment", "late_words")
+            "hours_of_audio", "alignment", "late_words", *extra_keys)
     print(json.dumps({key: manifest[key] for key in keys}, indent=2))
     return 0 if manifest["reconciled"] else 1
 
@@ -60,7 +60,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from plexray.data.ingest.run import ingest
 
-    return _print_manifest(ingest(args.index, load_platform_config(args)))
+    return _print_manifest(ingest(args.index, load_platform_config(args)), "ingest")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from plexray.data.dialogue.llm import ChatClient
 from plexray.data.errors import DataError, LLMError
 from plexray.data.ingest.conversation import recorded_conversation
 from plexray.data.ingest.index import read_index
-from plexray.data.ingest.transcribe import ChannelTranscriber, read_transcript, recording_for_asr
+from plexray.data.ingest.transcribe import CHANNELS, ChannelTranscriber, read_transcript, recording_for_asr
 from plexray.data.manifest import write_manifest
 from plexray.data.pipeline import prepare, run_and_reconcile
 from plexray.data.shards import written_ids
@@ -79,17 +79,43 @@ def _summary(values: list[float]) -> dict:
     return {"count": len(values), "min": float(array.min()), "p50": float(np.median(array)), "mean": float(array.mean())}
 
 
-def ingest_section(output_dir: Path, config: DataConfig, transcribed_now: int) -> dict:
-    """What the manifest records of ingest: the ASR, the gate, and the speech ratios of the written conversations."""
-    records = [record for item_id in sorted(written_ids(output_dir))
-               if (record := read_transcript(output_dir, item_id, config.ingest.asr)) is not None]
+def _plot_speech_ratios(path: Path, ratios: dict[str, list[float]], threshold: float) -> None:
+    """Both channels' speech ratios over every transcribed conversation, and the gate's threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0.0, 1.0, 41)
+    for channel, color in (("agent", "#4a7ab7"), ("user", "#e08a3c")):
+        axis.hist(ratios[channel], bins=bins, alpha=0.6, color=color, label=f"{channel} (n={len(ratios[channel])})")
+    axis.axvline(threshold, color="#c0392b", label=f"data.ingest.min_speech_ratio {threshold:g}")
+    axis.set_xlabel("speech ratio of the channel (Silero VAD speech / duration)")
+    axis.set_ylabel("conversations")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def ingest_section(output_dir: Path, plan_ids: list[str], config: DataConfig, transcribed_now: int) -> dict:
+    """What the manifest records of ingest: the ASR, the gate, and the channels' speech ratios (of the written
+    conversations; stats/speech_ratio.png shows every transcribed one's against the threshold)."""
+    records = {item_id: record for item_id in plan_ids
+               if (record := read_transcript(output_dir, item_id, config.ingest.asr)) is not None}
+    written = [records[item_id] for item_id in sorted(written_ids(output_dir)) if item_id in records]
+    (output_dir / "stats").mkdir(exist_ok=True)
+    _plot_speech_ratios(output_dir / "stats" / "speech_ratio.png",
+                        {channel: [record["channels"][channel]["speech_ratio"] for record in records.values()]
+                         for channel in CHANNELS}, config.ingest.min_speech_ratio)
     return {"asr": config.ingest.asr.model_dump(mode="json"),
-            "asr_names": sorted({record["asr_name"] for record in records}),
-            "transcribed_this_run": transcribed_now,
+            "asr_names": sorted({record["asr_name"] for record in written}),
+            "transcribed": len(records), "transcribed_this_run": transcribed_now,
             "min_speech_ratio": config.ingest.min_speech_ratio,
-            "speech_ratio": {channel: _summary([record["channels"][channel]["speech_ratio"] for record in records])
-                             for channel in ("agent", "user")},
-            "seconds_cut": sum(record["cut_s"] for record in records),
+            "speech_ratio": {channel: _summary([record["channels"][channel]["speech_ratio"] for record in written])
+                             for channel in CHANNELS},
+            "seconds_cut": sum(record["cut_s"] for record in written),
             "max_duration_s": config.ingest.max_duration_s}
 
 
@@ -110,6 +136,7 @@ def ingest(index_file: Path, config) -> dict:
     when the run failed or rejected more than data.max_reject_fraction (naming the dominant cause).
     """
     plan, items = read_index(index_file)
+    plan_ids = [item.id for item in plan]
     check_prompt_source(items, config.data)
     config, output_dir = prepare(config)
     asr = config.data.ingest.asr
@@ -122,7 +149,7 @@ def ingest(index_file: Path, config) -> dict:
         run = {"skipped_existing": len(items) - len(todo), "attempted": len(todo),
                "error": f"transcribe: {type(exc).__name__}: {exc}"}
         manifest = write_manifest(output_dir, plan, config.model_dump(mode="json"), run)
-        _add_to_manifest(output_dir, ingest_section(output_dir, config.data, 0))
+        _add_to_manifest(output_dir, ingest_section(output_dir, plan_ids, config.data, 0))
         raise DataError(f"transcription failed ({run['error']}); {manifest['written']} of {manifest['planned']} "
                         "conversations are written and every finished transcript is kept; run again to resume"
                         ) from exc
@@ -131,6 +158,6 @@ def ingest(index_file: Path, config) -> dict:
     try:
         run_and_reconcile(plan, ready, stage, config, output_dir)
     except DataError:  # the manifest is written (a failed run, or too many rejects): it gets its ingest section too
-        _add_to_manifest(output_dir, ingest_section(output_dir, config.data, transcribed))
+        _add_to_manifest(output_dir, ingest_section(output_dir, plan_ids, config.data, transcribed))
         raise
-    return _add_to_manifest(output_dir, ingest_section(output_dir, config.data, transcribed))
+    return _add_to_manifest(output_dir, ingest_section(output_dir, plan_ids, config.data, transcribed))
