@@ -8,6 +8,7 @@ not retried: any other HTTP error (400, 401, 404: retrying will not help).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import typing as tp
@@ -38,6 +39,13 @@ def _semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
         return _SEMAPHORES.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
 
 
+@functools.cache
+def _client() -> httpx.Client:
+    """One connection pool per process, shared by every thread: `httpx.post` builds a client (and its TLS
+    context) per call, about 30 ms each, which was most of a short request to a speech server on loopback."""
+    return httpx.Client()
+
+
 def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
          parse: tp.Callable[[httpx.Response], T], error: type[PlexrayError]) -> T:
     """`parse(response)` of `POST {base_url}{path}` answered 200; raises `error` naming the endpoint after the last try."""
@@ -48,7 +56,7 @@ def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointS
             time.sleep(settings.backoff_s * 2 ** (attempt - 1))
         try:
             with _semaphore(base_url, settings.max_concurrency):
-                response = httpx.post(f"{base_url}{path}", json=body, headers=headers, timeout=settings.timeout_s)
+                response = _client().post(f"{base_url}{path}", json=body, headers=headers, timeout=settings.timeout_s)
         except httpx.HTTPError as exc:
             problem = f"request failed: {type(exc).__name__}: {exc}"
             continue
