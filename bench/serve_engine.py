@@ -66,12 +66,16 @@ def full_bundle(device: str):
 
 
 class Load:
-    """One engine with `sessions` live sessions, every output read; `spare_slot` adds a free slot for a joiner."""
+    """One engine with `sessions` live sessions, every output read; `spare_slot` adds a free slot for a joiner;
+    `adapters`: session i runs on LoRA adapter adapters[i % len(adapters)] (bench/serve_adapters.py)."""
 
-    def __init__(self, bundle, sessions: int, config: dict, spare_slot: bool = False):
+    def __init__(self, bundle, sessions: int, config: dict, spare_slot: bool = False,
+                 adapters: list[str | None] | None = None):
         self.sessions = sessions
         self.engine = Engine(bundle, EngineConfig(max_sessions=sessions + spare_slot, **config))
-        self.live = [self.engine.open_session(PROMPT.model_copy(update={"text_seed": i, "audio_seed": i}))
+        adapters = adapters or [None]
+        self.live = [self.engine.open_session(PROMPT.model_copy(update={"text_seed": i, "audio_seed": i,
+                                                                        "adapter": adapters[i % len(adapters)]}))
                      for i in range(sessions)]
         self.readers = list(self.live)
         rng = np.random.default_rng(sessions)

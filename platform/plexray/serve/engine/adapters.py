@@ -19,6 +19,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import re
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -137,8 +138,8 @@ class AdapterPool:
                 "device_hits": counters.device_hits, "device_loads": counters.device_loads,
                 "host_loads": counters.host_loads, "load_failures": counters.load_failures,
                 "device_evictions": counters.device_evictions, "host_evictions": counters.host_evictions,
-                "host_load_ms_last": counters.host_load_ms[-1] if counters.host_load_ms else None,
-                "device_load_ms_last": counters.device_load_ms[-1] if counters.device_load_ms else None,
+                "host_load_ms_p50": _median(counters.host_load_ms), "device_load_ms_p50": _median(counters.device_load_ms),
+                "host_bytes": sum(adapter.nbytes for adapter in self._host.values()),
             }
 
     # ----- tick thread -----------------------------------------------------------------------
@@ -210,3 +211,7 @@ class AdapterPool:
                 return  # every one is needed: over the limit until sessions end
             del self._host[idle]
             self.counters.host_evictions += 1
+
+
+def _median(values) -> float | None:
+    return round(statistics.median(values), 3) if values else None

@@ -3,8 +3,9 @@
 The targeted linears of the base LM are wrapped once, when the engine starts, by a BatchedLoraLinear
 holding stacked tables for every device row of adapters (row 0: zeros, "no adapter"):
 
-    A [rows, r_max, in], B [rows, out, r_max] (the adapter's scaling folded into B)
-    y [N, T, out] = base(x) + B[row_n] @ (A[row_n] @ x_n)       for each of the N slots in the batch
+    A [rows, in, r_max], B [rows, r_max, out] (transposed once at load, so the matmuls need no transpose;
+    the adapter's scaling folded into B)
+    y [N, T, out] = base(x) + (x_n @ A[row_n]) @ B[row_n]       for each of the N slots in the batch
 
 gathered by a per-slot row index that every wrapped linear shares (SlotRows), so one step applies
 each slot's own adapter with two batched matmuls per linear: no Python loop over slots, and shapes
@@ -77,19 +78,19 @@ class BatchedLoraLinear(torch.nn.Linear):
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
         weight = base.weight
-        self.register_buffer("lora_a", torch.zeros(table_rows, max_rank, base.in_features,
-                                                   dtype=weight.dtype, device=weight.device))  # [rows, r, in]
-        self.register_buffer("lora_b", torch.zeros(table_rows, base.out_features, max_rank,
-                                                   dtype=weight.dtype, device=weight.device))  # [rows, out, r]
+        self.register_buffer("lora_a", torch.zeros(table_rows, base.in_features, max_rank,
+                                                   dtype=weight.dtype, device=weight.device))  # [rows, in, r]
+        self.register_buffer("lora_b", torch.zeros(table_rows, max_rank, base.out_features,
+                                                   dtype=weight.dtype, device=weight.device))  # [rows, r, out]
         self.slot_rows = slot_rows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [N, ..., in]
         rows = self.slot_rows.current  # [N]
         flat = x.reshape(x.shape[0], -1, x.shape[-1])  # [N, T, in]
-        a = self.lora_a.index_select(0, rows)  # [N, r, in]
-        b = self.lora_b.index_select(0, rows)  # [N, out, r]
-        update = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), b.transpose(1, 2))  # [N, T, out]
-        return torch.nn.functional.linear(x, self.weight, self.bias) + update.reshape(*x.shape[:-1], -1)
+        low = torch.bmm(flat, self.lora_a.index_select(0, rows))  # [N, T, r]
+        base = torch.nn.functional.linear(flat, self.weight, self.bias)  # [N, T, out]
+        # one kernel for the second matmul and the sum: base + low @ B[rows]
+        return torch.baddbmm(base, low, self.lora_b.index_select(0, rows)).reshape(*x.shape[:-1], -1)
 
 
 @dataclasses.dataclass
@@ -146,8 +147,8 @@ class AdapterTables:
             update = updates.get(name)
             if update is not None:
                 rank = update.a.shape[0]
-                linear.lora_a[row, :rank].copy_(update.a, non_blocking=True)
-                linear.lora_b[row, :, :rank].copy_(update.b, non_blocking=True)
+                linear.lora_a[row, :, :rank].copy_(update.a.t(), non_blocking=True)
+                linear.lora_b[row, :rank].copy_(update.b.t(), non_blocking=True)
 
     def remove(self) -> None:
         for gating in self._gatings:
