@@ -16,10 +16,11 @@ from plexray.data.errors import DataError
 from plexray.data.personas import Voice, load_library
 from plexray.data.pipeline import generate
 from plexray.data.plan import plan_conversations
+from plexray.data.quality import speech_quality_problem, transcript_aligned_fraction
 from plexray.data.rejects import read_rejects
 from plexray.data.shards import shard_files
 from plexray.data.stages import synthesize_item
-from plexray.data.tts import EndpointSynthesizer, check_tts, decode_speech, split_words, trim_silence
+from plexray.data.tts import EndpointSynthesizer, WordTiming, check_tts, decode_speech, split_words, trim_silence
 from plexray.errors import ConfigError
 from plexray.model.prompt import SAMPLE_RATE
 from plexray.settings import PlexrayConfig
@@ -157,3 +158,15 @@ def test_a_dataset_builds_through_the_endpoint_and_a_failing_voice_is_rejected(r
         assert [[w.text, turn["start_s"] + w.start_s, turn["start_s"] + w.end_s] for w in aligned.words] == [
             [word, pytest.approx(start, abs=ALIGNER_DRIFT_S), pytest.approx(end, abs=ALIGNER_DRIFT_S)]
             for word, start, end in turn["words"]]
+
+
+def test_the_quality_gate_names_the_conversation_or_the_voice_sample():
+    transcript = [{"words": [["Hi", 0.0, 0.3]] * 4, "interpolated_words": 1},
+                  {"words": [["Yes", 1.0, 1.3]] * 4, "interpolated_words": 3}]
+    placed, unplaced = WordTiming("hello", 0.0, 0.4), WordTiming("there", 0.4, 0.8, interpolated=True)
+    assert transcript_aligned_fraction(transcript) == 0.5
+    assert speech_quality_problem(transcript, [placed, unplaced], 0.5) is None  # at the threshold: kept
+    assert speech_quality_problem(transcript, [placed], 0.6).startswith(
+        "low_aligned_fraction: the aligner placed 50% of the conversation's words")
+    assert speech_quality_problem(transcript, [placed, unplaced, unplaced], 0.5).startswith(
+        "low_aligned_fraction: the aligner placed 33% of the voice sample's words")
