@@ -4,7 +4,7 @@
 
 The real architecture at a toy size, in the released file layout: the LM and Mimi safetensors
 with moshi 0.1's tensor names (the layout NVIDIA's fork loads strictly), the demo tokenizer, one
-voice sample (voices/NATF0.wav, espeak-ng speech, not normalised: the loaders normalise it). The
+voice sample (voices/NATF0.wav, over 15 s of espeak-ng speech, not normalised: the loaders normalise it). The
 prompt codes are NVIDIA's fixed ones, because NVIDIA's code uses them whatever the Mimi weights.
 `run_nvidia.py` then adds NVIDIA's outputs. See README.md beside this file.
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import sphn
 import torch
@@ -26,6 +27,7 @@ from plexray.model.prompt import SAMPLE_RATE, PromptCodes
 
 SEED = 20261201
 VOICE = "NATF0"
+VOICE_REPEATS, MIN_VOICE_S = 3, 15.0  # the voice sample: its text said 3 times, at least 15 s
 TINY_LM = dict(dim=32, num_heads=2, num_layers=2, depformer_dim=16, depformer_dim_feedforward=66,
                depformer_num_heads=2, depformer_num_layers=1)
 
@@ -51,7 +53,9 @@ def main() -> None:
     lm = architectures.build_lm(lm_kwargs, device="cpu", dtype=torch.float32)
     safetensors.torch.save_file(_compact(layout.to_release_layout(lm.state_dict())), str(directory / layout.LM_FILE))
 
-    voice = synthesize(VOICE_SAMPLE_TEXT, DEMO_VOICES[VOICE])
+    # Longer than Mimi's 10 s streaming window: the voice prompt's codes past it are compared too.
+    voice = np.concatenate([synthesize(VOICE_SAMPLE_TEXT, DEMO_VOICES[VOICE]) for _ in range(VOICE_REPEATS)])
+    assert len(voice) >= MIN_VOICE_S * SAMPLE_RATE, f"voice sample of {len(voice) / SAMPLE_RATE:.1f} s"
     sphn.write_wav(str(directory / layout.VOICES_DIR / f"{VOICE}.wav"), voice, SAMPLE_RATE)
     metadata = {"family": "personaplex", "lora": False, "mimi_config": architectures.demo_mimi_config(),
                 "prompt_codes": PromptCodes.real_mimi().to_json()}

@@ -50,7 +50,8 @@ from moshi.quantization.core_vq import EuclideanCodebook
 
 TEXT_PROMPT = "You are a calm support agent. Your name is Ada."
 VOICE = "NATF0"
-USER_FRAMES = 101  # LMGen's first output is the last prompt frame, then 100 generated frames
+# 22 s of user audio, past Mimi's 10 s streaming window (frame 124), where moshi 0.1 and 0.2 differ.
+USER_FRAMES = 276  # LMGen's first output is the last prompt frame, then 275 generated frames
 SAMPLE_RATE, FRAME_RATE = 24000, 12.5
 FRAME = 1920
 AGENT_CODEBOOKS = 8

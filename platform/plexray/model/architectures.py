@@ -33,13 +33,14 @@ class FamilySpec:
     dep_q: int  # depformer steps: 8 (agent only) for moshi, 16 (agent + user) for personaplex
     has_prompt_prefill: bool  # PersonaPlex's voice + text prompt phase before the conversation
     default_hf_repo: str
+    mimi_ring: str  # how streaming Mimi keeps its last 10 s: the moshi version its users compare with (mimi_ring.py)
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
     "personaplex": FamilySpec("personaplex", dep_q=16, has_prompt_prefill=True,
-                              default_hf_repo="nvidia/personaplex-7b-v1"),
+                              default_hf_repo="nvidia/personaplex-7b-v1", mimi_ring="moshi-0.1"),
     "moshi": FamilySpec("moshi", dep_q=8, has_prompt_prefill=False,
-                        default_hf_repo="kyutai/moshiko-pytorch-bf16"),
+                        default_hf_repo="kyutai/moshiko-pytorch-bf16", mimi_ring="moshi-0.2"),
 }
 
 

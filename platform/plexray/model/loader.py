@@ -25,6 +25,7 @@ from plexray.errors import CheckpointError
 from plexray.model import architectures, layout, reference
 from plexray.model.compile import set_torch_compile
 from plexray.model.prompt import PromptCodes, derive_prompt_codes
+from plexray.model.mimi_ring import use_ring
 from plexray.model.voices import VoicePrompt, discover_voices
 
 # Where plexray checkpoints written before plexray.json kept their metadata: inside config.json,
@@ -271,7 +272,8 @@ def load_model(
     files = reference.resolve(ref, cache_dir)
     config = read_checkpoint_config(files, family, lm_config, mimi_config)
     lm = load_lm(files.lm, config.lm_kwargs, config.family, device, dtype, **lm_overrides)
-    mimi = load_mimi(files.mimi, config.mimi_config, device)
+    mimi = use_ring(load_mimi(files.mimi, config.mimi_config, device),
+                    architectures.family_spec(config.family).mimi_ring)
     tokenizer = load_tokenizer(files.tokenizer, config.lm_kwargs["text_card"])
     prompt_codes = config.prompt_codes or derive_prompt_codes(mimi)
     return ModelBundle(
