@@ -5,6 +5,7 @@ training step on the demo model, saved by plexray's own adapter writer (peft's f
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 
@@ -128,3 +129,132 @@ def test_adapters_under_cuda_graphs(demo_checkpoint, merged_x, registry):
     with Engine(merged, EngineConfig(max_sessions=4)) as engine:
         alone_merged = _run(engine, [SessionSettings(**PROMPT)])[0]
     assert runs[True][0] == alone_merged
+
+
+def _tick(engine: Engine, sessions: list, frames: dict) -> None:
+    """One tick with a frame of user audio for every session; count each session's frames out."""
+    for session in sessions:
+        session.push_pcm(np.full(FRAME_SAMPLES, 0.01, np.float32))
+    engine.tick()
+    for session in sessions:
+        while session.poll_output() is not None:
+            frames[session.id] = frames.get(session.id, 0) + 1
+
+
+def _live(engine: Engine, settings: SessionSettings, others: list, frames: dict):
+    session = engine.open_session(settings)
+    while not session.ready:
+        _tick(engine, [session, *others], frames)
+    return session
+
+
+def test_a_session_waiting_for_its_adapter_does_not_delay_the_others(engine_bundle, registry, monkeypatch):
+    """While x is read (held back here on the loader thread) the talking session gets a frame every tick, a
+    later joiner without adapter is seated ahead of x, and x's session starts once x is read."""
+    gate = threading.Event()
+    real_read = adapter_pool.read_adapter
+
+    def held_read(*args, **kwargs):
+        assert gate.wait(timeout=60), "the test never released the read"
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(adapter_pool, "read_adapter", held_read)
+    config = EngineConfig(max_sessions=3, adapters=_adapter_config(registry))
+    with Engine(engine_bundle, config) as engine:
+        frames = {}
+        talking = _live(engine, SessionSettings(**PROMPT), [], frames)
+        waiting = engine.open_session(SessionSettings(adapter="x", **PROMPT))
+        later = engine.open_session(SessionSettings(**PROMPT))
+        for tick in range(8):
+            before = frames.get(talking.id, 0)
+            _tick(engine, [talking, waiting, later], frames)
+            assert frames[talking.id] == before + 1  # not one tick without its frame
+        assert later.ready and not waiting.ready and waiting.ended_reason is None
+        assert engine.metrics()["adapters"]["loading"] == ["x"]
+        gate.set()
+        engine.prepare_adapter("x").result(timeout=60)  # the read in flight
+        while not waiting.ready:
+            before = frames.get(talking.id, 0)
+            _tick(engine, [talking, waiting, later], frames)
+            assert frames[talking.id] == before + 1  # the tick that copies x into its row included
+        metrics = engine.metrics()["adapters"]
+        assert metrics["on_device"] == ["x"] and metrics["device_loads"] == 1 and metrics["in_use"] == {"x": 1}
+
+
+def test_eviction_never_removes_an_adapter_in_use(engine_bundle, registry):
+    """One device row: y waits while x talks, then takes x's row; host memory keeps both while both are needed."""
+    config = EngineConfig(max_sessions=2, adapters=_adapter_config(registry, max_on_device=1, max_in_host=1))
+    with Engine(engine_bundle, config) as engine:
+        frames = {}
+        on_x = _live(engine, SessionSettings(adapter="x", **PROMPT), [], frames)
+        on_y = engine.open_session(SessionSettings(adapter="y", **PROMPT))
+        engine.prepare_adapter("y").result(timeout=60)
+        for _ in range(5):
+            _tick(engine, [on_x, on_y], frames)
+        metrics = engine.metrics()["adapters"]
+        assert not on_y.ready and on_y.ended_reason is None
+        assert metrics["on_device"] == ["x"] and metrics["device_evictions"] == 0
+        assert sorted(metrics["in_host"]) == ["x", "y"]  # over max_in_host: both are needed
+        on_x.close()
+        while not on_y.ready:
+            _tick(engine, [on_y], frames)
+        metrics = engine.metrics()["adapters"]
+        assert metrics["on_device"] == ["y"] and metrics["device_evictions"] == 1 and metrics["in_use"] == {"y": 1}
+        # a new session on x must now wait for y's session: still in use
+        again = engine.open_session(SessionSettings(adapter="x", **PROMPT))
+        for _ in range(3):
+            _tick(engine, [on_y, again], frames)
+        assert not again.ready and engine.metrics()["adapters"]["on_device"] == ["y"]
+
+
+def _bad_registry(registry, root):
+    """Copies of x, each broken one way."""
+    from safetensors.torch import load_file, save_file
+
+    for name in ("truncated", "not_json", "embeddings", "other_base", "too_wide"):
+        shutil.copytree(registry / "x", root / name)
+    weights = (root / "truncated" / "adapter_model.safetensors")
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
+    (root / "not_json" / "adapter_config.json").write_text("{r: 4")
+    config = json.loads((registry / "x" / "adapter_config.json").read_text())
+    (root / "embeddings" / "adapter_config.json").write_text(json.dumps(config | {"modules_to_save": ["text_emb"]}))
+    (root / "too_wide" / "adapter_config.json").write_text(json.dumps(config | {"r": 4096}))
+    state = load_file(str(registry / "x" / "adapter_model.safetensors"))
+    key = next(k for k in state if "transformer.layers.0.self_attn.in_projs.0.lora_A" in k)
+    state[key] = torch.zeros(4, 256)  # a base of another width
+    save_file(state, str(root / "other_base" / "adapter_model.safetensors"))
+    shutil.copytree(registry / "x", root / "x")
+    return root
+
+
+BAD = {"truncated": "not a readable safetensors file", "not_json": "unreadable",
+       "embeddings": "modules_to_save .* merge it into its base", "other_base": r"lora_A \[4, 256\]",
+       "too_wide": "rank 4096 exceeds this engine's max_rank 64"}
+
+
+def test_bad_adapters_are_refused_with_their_reason_and_the_engine_keeps_serving(engine_bundle, registry, tmp_path):
+    from plexray.serve.engine.adapter_files import AdapterFileError
+
+    root = _bad_registry(registry, tmp_path)
+    with Engine(engine_bundle, EngineConfig(max_sessions=2, adapters=_adapter_config(root))) as engine:
+        frames = {}
+        talking = _live(engine, SessionSettings(adapter="x", **PROMPT), [], frames)
+        for name in ("nobody", "../x", ""):
+            with pytest.raises(SessionSettingsError, match="unknown adapter|adapter name"):
+                engine.open_session(SessionSettings(adapter=name, **PROMPT))
+        for name, reason in BAD.items():
+            with pytest.raises(AdapterFileError, match=reason):
+                engine.prepare_adapter(name).result(timeout=60)
+            session = engine.open_session(SessionSettings(adapter=name, **PROMPT))
+            while session.ended_reason is None:  # its read fails on the loader thread; then it leaves the line
+                before = frames.get(talking.id, 0)
+                _tick(engine, [talking, session], frames)
+                assert frames[talking.id] == before + 1
+            assert session.ended_reason == "adapter_failed" and not session.ready
+            assert name in session.ended_detail and re.search(reason, session.ended_detail)
+        metrics = engine.metrics()["adapters"]
+        assert metrics["on_device"] == ["x"] and metrics["load_failures"] == 2 * len(BAD)
+        assert engine.active_sessions == 1 and talking.ended_reason is None
+    with Engine(engine_bundle, EngineConfig(max_sessions=1)) as engine:
+        with pytest.raises(SessionSettingsError, match="serves no adapters"):
+            engine.open_session(SessionSettings(adapter="x", **PROMPT))
