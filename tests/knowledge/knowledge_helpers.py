@@ -19,6 +19,29 @@ LIBRARY = Path(__file__).parent / "library"
 EMBEDDING_DIM = 64
 
 
+def pdf_of_lines(lines: list[tuple[str, int, str]]) -> bytes:
+    """A one-page PDF drawing (font, size, text) lines top to bottom; font 'regular' is Helvetica, 'bold'
+    Helvetica-Bold (standard fonts: no font file needed). Text must not hold parentheses or backslashes."""
+    fonts = {"regular": "/F1", "bold": "/F2"}
+    operations = ["BT", "50 760 Td"] + [f"{fonts[font]} {size} Tf 0 -{size + 6} Td ({text}) Tj"
+                                        for font, size, text in lines] + ["ET"]
+    stream = "\n".join(operations).encode("latin-1")
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R /F2 6 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold >>"]
+    pdf, offsets = b"%PDF-1.4\n", []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    table = len(pdf)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return pdf + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, table)
+
+
 def process_in_loop(sources, known_hashes, config, dense_enabled, workers):
     """index_documents' `process` without Ray: the same plain function, one document after another."""
     return [process_document({"source": source}, known_hashes, config, dense_enabled) for source in sources]

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from knowledge_helpers import BAD_DOCS, DOCS, EmbeddingsServer, process_in_loop
-from plexray.knowledge.chunking import chunk_text
+from knowledge_helpers import BAD_DOCS, DOCS, EmbeddingsServer, pdf_of_lines, process_in_loop
+from plexray.knowledge.chunking import chunk_text, document_title
 from plexray.knowledge.config import ChunkingConfig, EmbeddingsConfig, KnowledgeConfig
 from plexray.knowledge.documents import UnreadableDocument, html_text, parse_document
 from plexray.knowledge.errors import KnowledgeError
@@ -29,6 +29,42 @@ def test_markdown_passages_carry_their_heading_and_plain_text():
     assert all(len(c.text.split()) <= 40 for c in chunks)
     espresso = next(c for c in chunks if c.section == "Espresso drinks")
     assert "- " not in espresso.text and "Cappuccino, 8 ounces, with whole milk foam: $4.20." in espresso.text
+
+
+def test_pdf_and_plain_text_headings_stay_apart_from_the_text_after_them():
+    pdf = pdf_of_lines([
+        ("bold", 16, "Harbor Lane Coffee"),  # the title: larger and bold
+        ("bold", 13, "Opening hours"),
+        ("regular", 11, "We open at 7 am on weekdays and at 8 am on"),  # a sentence wrapped over three lines
+        ("regular", 11, "weekends. Parking is free for half an hour behind"),
+        ("regular", 11, "the store."),
+        ("regular", 11, "Allergen information"),  # set like the body: a heading by its place and shape
+        ("regular", 11, "All milk drinks contain dairy unless you choose oat milk."),
+        ("bold", 11, "Cakes"),
+        ("regular", 11, "Lemon drizzle 4.20"),  # a list of short lines: text, not headings
+        ("regular", 11, "Carrot cake 4.50"),
+    ])
+    document = parse_document("cafe.pdf", pdf)
+    chunks = chunk_text("cafe.pdf", document.text, ChunkingConfig())
+    assert [chunk.text for chunk in chunks] == [
+        "Opening hours: We open at 7 am on weekdays and at 8 am on weekends. Parking is free for half an hour "
+        "behind the store.",
+        "Allergen information: All milk drinks contain dairy unless you choose oat milk.",
+        "Cakes: Lemon drizzle 4.20 Carrot cake 4.50"]
+    assert document_title(document.text) == "Harbor Lane Coffee"
+    # The shipped PDF sets its heading like its body; plain text has its headings as paragraphs of their own.
+    shipped = chunk_text("a.pdf", parse_document("a.pdf", (DOCS / "allergens.pdf").read_bytes()).text,
+                         ChunkingConfig())
+    assert [chunk.section for chunk in shipped] == ["Allergen information"]
+    assert shipped[0].text.startswith("Allergen information: All milk drinks contain dairy")
+    hours = chunk_text("hours.txt", parse_document("hours.txt", (DOCS / "hours.txt").read_bytes()).text,
+                       ChunkingConfig())
+    assert [(chunk.section, chunk.text.split(": ", 1)[1][:18]) for chunk in hours] == [
+        ("Opening hours", "Harbor Lane Coffee"), ("Parking", "Customers park fre")]
+    listed = "Drinks\n\nEspresso 2.80\n\nLatte 3.50\n\nWe also serve tea.\n\nParking\n\nFree for an hour.\n"
+    assert [chunk.text for chunk in chunk_text("list.txt", parse_document("list.txt", listed.encode()).text,
+                                               ChunkingConfig())] == [
+        "Drinks Espresso 2.80 Latte 3.50 We also serve tea.", "Parking: Free for an hour."]
 
 
 def test_pdf_text_and_unreadable_documents_name_the_reason():

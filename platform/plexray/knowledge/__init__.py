@@ -1,6 +1,7 @@
 """Knowledge bases: documents -> chunks -> a retrieval index, and passages joined to a persona's prompt.
 
 documents.py  read Markdown, text, HTML and PDF files into plain text (unreadable ones: skipped, with why)
+headings.py   the headings of PDFs and plain text (by size, weight, place), written as Markdown headings
 chunking.py   split a document into passages of a bounded size, each under its section heading
 lexical.py    the SQLite FTS5 index (BM25 ranking, standard library, no model)
 embeddings.py an OpenAI-compatible embeddings client (dense retrieval is optional)

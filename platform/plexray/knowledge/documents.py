@@ -1,4 +1,5 @@
-"""Documents to plain text: Markdown and text as they are, HTML without its markup, PDF through pypdf.
+"""Documents to plain text: Markdown as it is, HTML without its markup, PDF through pypdf; the headings
+of HTML, PDF and plain text written as Markdown headings (chunking starts a section at each).
 
 A document that cannot be read (missing, not UTF-8, a broken PDF, no text at all) raises
 UnreadableDocument with the reason; the indexer skips it and lists it with that reason.
@@ -10,8 +11,11 @@ import dataclasses
 import hashlib
 import html.parser
 import io
+import math
 import re
 from pathlib import Path
+
+from plexray.knowledge.headings import StyledLine, pdf_pages_text, plain_text_with_headings
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".rst")
 HTML_SUFFIXES = (".html", ".htm")
@@ -62,7 +66,7 @@ def parse_document(source: str, data: bytes) -> Document:
             raise UnreadableDocument(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if "\x00" in decoded:
             raise UnreadableDocument("binary data (NUL bytes) in a text file")
-        text = html_text(decoded) if kind == "html" else decoded
+        text = {"html": html_text, "text": plain_text_with_headings}.get(kind, str)(decoded)
     if not text.strip():
         raise UnreadableDocument("no text in it")
     return Document(source, kind, text)
@@ -110,14 +114,43 @@ def html_text(markup: str) -> str:
 
 
 def _pdf_text(data: bytes) -> str:
+    """The PDF's text, its headings (by size, weight and place: see headings.py) as Markdown headings."""
     import pypdf  # only for PDFs
 
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise UnreadableDocument("encrypted PDF")
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+        return pdf_pages_text([_styled_lines(page) for page in reader.pages])
     except UnreadableDocument:
         raise
     except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds for a damaged file
         raise UnreadableDocument(f"broken PDF ({type(exc).__name__}: {exc})") from None
+
+
+BOLD_FACES = ("bold", "black", "heavy")  # in a font's name: 'Helvetica-Bold', 'ABCDEF+Arial-BoldMT'
+
+
+def _styled_lines(page) -> list[StyledLine]:
+    """A PDF page's text lines (as pypdf extracts them) with the size and weight they are set in."""
+    pieces: list[tuple[str, float, bool]] = []  # (text, size in points on the page, bold), in page order
+
+    def visit(text, cm, tm, font, size) -> None:
+        scale = math.hypot(tm[2], tm[3]) * math.hypot(cm[2], cm[3])  # text and page matrices scale the size
+        name = str((font or {}).get("/BaseFont", "")).lower()
+        pieces.append((text, (size or 0) * scale, any(face in name for face in BOLD_FACES)))
+
+    page.extract_text(visitor_text=visit)
+    lines: list[StyledLine] = []
+    text, sizes, bold = "", [0.0], False
+    for piece, size, piece_bold in pieces:
+        for index, segment in enumerate(piece.split("\n")):
+            if index:  # a line ends
+                lines.append(StyledLine(text.strip(), max(sizes), bold))
+                text, sizes, bold = "", [0.0], False
+            text += segment
+            if segment.strip():  # line breaks and spaces carry the next run's font: not counted
+                sizes.append(size)
+                bold = bold or piece_bold
+    lines.append(StyledLine(text.strip(), max(sizes), bold))
+    return lines
