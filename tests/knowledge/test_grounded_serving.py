@@ -5,6 +5,7 @@ and a plain assistant. The JSON protocol's 'connected' message says what the pro
 """
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -74,6 +75,9 @@ def test_the_callers_context_grounds_the_prompt_within_budget(fleet, tokenizer):
     assert "lemon poppy seed muffin is gluten free" in texts[0]
     # The budget holds in the model's own tokens, and the count told is the real one.
     assert knowledge["tokens"] == len(tokenizer.encode(knowledge_section(texts))) <= BUDGET == knowledge["max_tokens"]
+    assert knowledge["query_source"] == "context"
+    assert knowledge["role_prompt_tokens"] == len(tokenizer.encode(BARISTA_PROMPT))
+    assert knowledge["prompt_tokens"] == len(tokenizer.encode(prompt_with_passages(BARISTA_PROMPT, texts)))
 
 
 def test_the_personas_default_query_when_the_caller_sends_none(fleet):
@@ -83,17 +87,58 @@ def test_the_personas_default_query_when_the_caller_sends_none(fleet):
     assert "knowledge" not in _run(_connected(fleet, "assistant"))
 
 
-def test_binary_protocol_takes_context_and_refuses_an_oversized_one(fleet):
+# Kyutai's server-info record as NVIDIA's client checks it (useServerInfo.ts: a zod schema; a record that
+# lacks a field, or has one of another type, is logged as an error and not shown).
+NVIDIA_SERVER_INFO = {"text_temperature": "number", "text_topk": "number", "audio_temperature": "number",
+                      "audio_topk": "number", "pad_mult": "number", "repetition_penalty_context": "number",
+                      "repetition_penalty": "number", "lm_model_file": "string", "instance_name": "string",
+                      "build_info": "object"}
+JSON_TYPES = {"number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "string": lambda v: isinstance(v, str), "object": lambda v: isinstance(v, dict)}
+NVIDIA_BUILD_INFO = ("build_timestamp", "build_date", "git_branch", "git_timestamp", "git_date", "git_hash",
+                     "git_describe", "rustc_host_triple", "rustc_version", "cargo_target_triple")
+
+
+def _replica_log_lines(containing: str) -> list[str]:
+    import ray
+
+    serve_logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"  # the driver's session
+    return [line for path in sorted(serve_logs.glob("replica_*.log"))
+            for line in path.read_text(errors="replace").splitlines() if containing in line]
+
+
+def test_binary_protocol_takes_context_tells_the_prompt_and_refuses_an_oversized_one(fleet, tokenizer):
     async def scenario():
-        async with ChatClient.connect(fleet["ws"] + "/api/chat", context="wifi password") as chat:
+        async with ChatClient.connect(fleet["ws"] + "/api/chat", context="wifi password", text_topk=30,
+                                      session_id="grounded-chat") as chat:
             await chat.handshake()  # a grounded session was prefilled
+            info = await chat.next_event()  # then its 0x04: what the prompt holds
         with pytest.raises(Refused) as refused:
             async with ChatClient.connect(fleet["ws"] + "/api/chat", context="x" * 201) as chat:
                 await chat.handshake()
-        return refused.value
+        return info, refused.value
 
-    refused = _run(scenario())
+    (kind, record), refused = _run(scenario())
     assert refused.code == 1008 and "context has 201 characters; at most 200" in refused.message
+    # NVIDIA's web client shows this record unchanged: every field it requires, of the type it requires.
+    assert kind == "metadata" and record["text_topk"] == 30
+    assert all(JSON_TYPES[expected](record.get(field)) for field, expected in NVIDIA_SERVER_INFO.items()), record
+    assert all(isinstance(record["build_info"][field], str) for field in NVIDIA_BUILD_INFO)
+    knowledge = record["knowledge"]
+    texts = [passage["text"] for passage in knowledge["passages"]]
+    assert knowledge["query"] == "wifi password" and knowledge["query_source"] == "context"
+    assert "password is printed on every receipt" in texts[0]
+    assert knowledge["role_prompt_tokens"] == len(tokenizer.encode(BARISTA_PROMPT))
+    assert knowledge["prompt_tokens"] == len(tokenizer.encode(prompt_with_passages(BARISTA_PROMPT, texts)))
+    assert knowledge["tokens"] == len(tokenizer.encode(knowledge_section(texts))) <= BUDGET
+    # The session's log line says the same: token counts, query, each passage's id and source.
+    [opened] = _replica_log_lines("client label 'grounded-chat'")
+    session_id = opened.split("session ", 1)[1].split(":", 1)[0]
+    [prompt_line] = _replica_log_lines(f"session {session_id}: prompt of")
+    assert (f"prompt of {knowledge['prompt_tokens']} tokens: role {knowledge['role_prompt_tokens']} + passages "
+            f"{knowledge['tokens']} (budget {BUDGET}, {knowledge['left_out']} left out)") in prompt_line
+    assert "query 'wifi password' (context)" in prompt_line
+    assert all(f"{p['id']} ({Path(p['source']).name})" in prompt_line for p in knowledge["passages"])
 
 
 def test_json_protocol_refuses_an_oversized_context_and_context_for_a_plain_persona(fleet):

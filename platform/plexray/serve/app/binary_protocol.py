@@ -1,8 +1,10 @@
 """The PersonaPlex/moshi binary WebSocket protocol of `/api/chat`: one kind byte, then a payload.
 
 Server -> client: 0x00 handshake (after the prompt prefill), 0x01 + Ogg/Opus pages (24 kHz mono),
-0x02 + UTF-8 text piece, 0x05 + UTF-8 error text, 0x06 (the answer to a ping). Never 0x04: NVIDIA's
-client parses every 0x04 as Kyutai's server-info record and logs an error for anything else.
+0x02 + UTF-8 text piece, 0x05 + UTF-8 error text, 0x06 (the answer to a ping), and for a grounded
+session one 0x04 after the handshake: Kyutai's server-info record (NVIDIA's client parses every 0x04
+as one and logs an error for any record that lacks a field of it), with the prompt's passages and
+token counts under an extra key, `knowledge` (see `server_info`).
 Client -> server: 0x01 + whole Ogg/Opus pages; 0x03 + one control byte (start, endTurn, pause, restart);
 0x04 + JSON metadata; 0x05 + UTF-8 error text; 0x06 ping (answered with 0x06).
 The kinds and control values are those of NVIDIA's and Kyutai's web clients.
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib.metadata
+import json
 import typing as tp
 import zlib
 
@@ -21,6 +25,7 @@ import sphn
 from plexray.model.prompt import SAMPLE_RATE
 from plexray.serve.app import json_protocol
 from plexray.serve.app.errors import ProtocolError
+from plexray.serve.engine.config import SessionSettings
 
 
 class Kind(enum.IntEnum):
@@ -95,6 +100,34 @@ def error(message: str) -> bytes:
 
 def ping() -> bytes:
     return bytes([Kind.PING])
+
+
+# The build_info fields of Kyutai's record: NVIDIA's client requires each (as a string); a Rust build's
+# details, which this server has none of, so only git_describe says something (which server this is).
+BUILD_INFO_FIELDS = ("build_timestamp", "build_date", "git_branch", "git_timestamp", "git_date", "git_hash",
+                     "git_describe", "rustc_host_triple", "rustc_version", "cargo_target_triple")
+
+
+def server_info(settings: SessionSettings, knowledge: dict) -> bytes:
+    """0x04 + Kyutai's server-info record for the session's settings, every field NVIDIA's client requires
+    as it requires it, plus `knowledge`: what the grounded session's prompt holds (passages and token
+    counts, as in the JSON protocol's 'connected'); the client ignores keys it does not know."""
+    record = {"text_temperature": settings.text_temperature, "text_topk": settings.text_topk,
+              "audio_temperature": settings.audio_temperature, "audio_topk": settings.audio_topk,
+              "pad_mult": settings.pad_mult, "repetition_penalty_context": settings.repetition_penalty_context,
+              "repetition_penalty": settings.repetition_penalty,
+              "lm_model_file": f"adapter {settings.adapter}" if settings.adapter else "base model",
+              "instance_name": "plexray",
+              "build_info": {field: "" for field in BUILD_INFO_FIELDS} | {"git_describe": f"plexray {_version()}"},
+              "knowledge": knowledge}
+    return bytes([Kind.METADATA]) + json.dumps(record).encode("utf-8")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("plexray")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 # ----- Ogg/Opus input (RFC 3533 pages, RFC 7845 Opus mapping) -----------------------------------

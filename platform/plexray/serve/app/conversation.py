@@ -93,7 +93,9 @@ class FrameLatency:
 class Protocol(tp.Protocol):
     name: str
 
-    async def send_ready(self, ws: WebSocket) -> None: ...
+    async def send_ready(self, ws: WebSocket, session: Session) -> None:
+        """The prompt prefill is done: tell the client (its settings and prompt, where the protocol does)."""
+
     async def send_output(self, ws: WebSocket, output: SessionOutput) -> None: ...
     async def send_error(self, ws: WebSocket, message: str, code: str) -> None: ...
     async def send_ended(self, ws: WebSocket, reason: str) -> None: ...
@@ -129,20 +131,24 @@ class ChatProtocol:
     """The binary protocol of /api/chat (see binary_protocol), speaking only what NVIDIA's client understands.
 
     That client takes every 0x04 message for Kyutai's server-info record and logs an error for any
-    other, so this side sends none: control and metadata messages are acted on without a reply, and
-    why a conversation ended travels in the WebSocket close frame alone.
+    other, so the only 0x04 this side sends is a complete one: after the handshake of a grounded
+    session, with what its prompt holds (`knowledge`) as an extra key. Control and metadata messages
+    are acted on without a reply, and why a conversation ended travels in the WebSocket close frame alone.
     """
 
     name = "chat"
 
-    def __init__(self) -> None:
+    def __init__(self, knowledge: dict | None = None) -> None:
+        self.knowledge = knowledge  # a grounded session's passages and token counts, sent in the 0x04
         self._decoder = binary.OpusDecoder()
         self._encoder = binary.OpusEncoder()
         self.paused = False
         self.reports = ReportBudget(CLIENT_REPORTS_PER_S, CLIENT_REPORTS_BURST)  # the client's 0x04 and 0x05
 
-    async def send_ready(self, ws: WebSocket) -> None:
+    async def send_ready(self, ws: WebSocket, session: Session) -> None:
         await ws.send_bytes(binary.handshake())
+        if self.knowledge is not None:
+            await ws.send_bytes(binary.server_info(session.settings, self.knowledge))
 
     async def send_output(self, ws: WebSocket, output: SessionOutput) -> None:
         pages = self._encoder.encode(output.pcm)
@@ -212,7 +218,7 @@ class VoiceProtocol:
         self.knowledge = knowledge  # a grounded session's passages, told to the caller in 'connected'
         self._chunks = 0
 
-    async def send_ready(self, ws: WebSocket) -> None:
+    async def send_ready(self, ws: WebSocket, session: Session) -> None:
         await ws.send_text(json_protocol.connected(self.persona, self.session_id, self.voice, self.knowledge))
 
     async def send_output(self, ws: WebSocket, output: SessionOutput) -> None:
@@ -304,7 +310,7 @@ async def _send_loop(ws: WebSocket, session: Session, protocol: Protocol,
                      on_ended: tp.Callable[[], tp.Awaitable[None]]) -> str:
     try:
         if await session.wait_ready():
-            await protocol.send_ready(ws)
+            await protocol.send_ready(ws, session)
         while (output := await session.next_output()) is not None:
             await protocol.send_output(ws, output)
             if frame_latency is not None:

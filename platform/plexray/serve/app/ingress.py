@@ -137,9 +137,9 @@ class SessionService:
     # ----- one WebSocket -------------------------------------------------------------------------
     async def chat(self, ws: WebSocket) -> None:
         """/api/chat: the PersonaPlex binary protocol; the default persona plus query-parameter overrides."""
-        protocol = ChatProtocol()
         overrides = binary_protocol.session_overrides(ws.query_params)
-        await self._serve(ws, self.config.default_persona, overrides, lambda sid, voice, knowledge=None: protocol)
+        await self._serve(ws, self.config.default_persona, overrides,
+                          lambda sid, voice, knowledge=None: ChatProtocol(knowledge))
 
     async def voice(self, ws: WebSocket) -> None:
         """/ws/voice/{persona}: the JSON protocol; overrides are the same query parameters."""
@@ -205,6 +205,8 @@ class SessionService:
         # Seeds asked as -1 were drawn by the server: logged, so the conversation can be replayed.
         logger.info("session %s: text_seed %d, audio_seed %d", session_id, session.settings.text_seed,
                     session.settings.audio_seed)
+        if grounding is not None:
+            grounding.log(logger, session_id)  # which passages went into the prompt, and its token counts
         self.callers.opened += 1
         if self.telemetry is not None:
             self.telemetry.session_opened()

@@ -97,7 +97,8 @@ def describe(value: object) -> str:
 
 
 def connected(persona: str, session_id: str, voice: str | None, knowledge: dict | None = None) -> str:
-    """`knowledge`: what a grounded session's prompt holds (base, query, passages, tokens); absent otherwise."""
+    """`knowledge`: what a grounded session's prompt holds (base, query and its source, passages, token counts
+    and budget: grounding.Grounding.info); absent otherwise."""
     message = {
         "type": "connected", "adapter": persona, "session_id": session_id, "mode": "full_duplex",
         "audio_format": "pcm", "sample_rate": SAMPLE_RATE, "frame_samples": FRAME_SAMPLES, "voice": voice,
