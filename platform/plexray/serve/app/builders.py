@@ -13,7 +13,6 @@ import pydantic
 from plexray.config import apply_overrides, describe_validation_error, load_config
 from plexray.errors import ConfigError
 from plexray.serve.app.deployments import ops_application, sessions_application, web_application
-from plexray.serve.app.personas import check_voices
 from plexray.settings import PlexrayConfig
 
 
@@ -35,9 +34,7 @@ def platform_config(args: dict) -> PlexrayConfig:
 def sessions_app(args: dict):
     """The conversations: PersonaPlex replicas behind /api/chat and /ws/voice/{persona}, and the web client's
     page at / (route prefix '/'). A persona naming a voice the checkpoint lacks fails the deploy (ConfigError)."""
-    config = platform_config(args)
-    check_voices(config.serve.personas, config.model)
-    return sessions_application(config)
+    return sessions_application(platform_config(args))
 
 
 def ops_app(args: dict):

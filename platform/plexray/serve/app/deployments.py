@@ -27,6 +27,7 @@ from plexray.errors import ConfigError
 from plexray.serve.app.admission import AdmissionLedger
 from plexray.serve.app.errors import AdmissionDenied
 from plexray.serve.app.grounding import check_knowledge_bases, describe_knowledge
+from plexray.serve.app.personas import check_voices
 from plexray.serve.app.ingress import SessionService, session_app, status_app
 from plexray.serve.app.security import Caller
 from plexray.serve.app.web_client import assets_app, bundle_directory, page_route
@@ -133,8 +134,9 @@ class PersonaPlexReplica:
         ingress.PROCESS_APPS["sessions"] = session_app(self.service, page)
         logger.info("replica %s ready: %s, %d session slots", replica_id, platform.model.checkpoint, engine.capacity)
 
-    def check_health(self) -> None:
-        """Serve's periodic health check: raises once the engine has failed, and Serve replaces this replica."""
+    async def check_health(self) -> None:
+        """Serve's periodic health check: raises once the engine has failed, and Serve replaces this replica.
+        A coroutine: Serve warns about a plain method run on the replica's event loop."""
         self.service.check_health()
 
     def inject_engine_fault(self, message: str) -> None:
@@ -204,8 +206,9 @@ def deployment_options(config: PlexrayConfig) -> dict[str, tp.Any]:
 
 def sessions_application(config: PlexrayConfig):
     """The Serve application of the conversations (route prefix '/')."""
-    # Here, when the application is built: a persona naming a missing or empty knowledge base fails the
-    # deploy with a ConfigError naming it, not the first call.
+    # Here, when the application is built: a persona naming a voice the checkpoint lacks, or a missing or
+    # empty knowledge base, fails the deploy with a ConfigError naming it, not the first call.
+    check_voices(config.serve.personas, config.model)
     check_knowledge_bases(config.serve.personas, config.knowledge)
     raw = portable(config)
     ledger = SessionLedger.bind(raw)
