@@ -178,7 +178,8 @@ def test_show_lists_documents_passages_and_skipped_documents(tmp_path, capsys):
     assert f"{DOCS / 'menu.md'}\n  'Harbor Lane Coffee menu', markdown, {len(menu['passages'])} passages, " \
            f"sha256 {menu['hash'][:12]}" in shown
     for passage in menu["passages"]:  # each passage: its id, heading and the start of its text
-        assert f"  {passage['id']}  [{passage['section']}] {passage['text'][len(passage['section']) + 2:][:40]}" in shown
+        body = passage["text"].removeprefix(f"{passage['section']}: ")
+        assert f"  {passage['id']}  [{passage['section']}] {body[:40]}" in shown
     assert f"skipped at the last index run: 1\n  {BAD_DOCS / 'empty.md'}: no text in it" in shown
     assert main(["knowledge", "show", "cafe", "--json", "--set", f"knowledge.root={tmp_path}"]) == 0
     assert json.loads(capsys.readouterr().out) == base.contents()

@@ -65,7 +65,8 @@ class KnowledgeBase:
         passages: dict[str, list[Chunk]] = collections.defaultdict(list)
         for chunk in self.lexical.passages():
             passages[chunk.source].append(chunk)
-        documents = [{"source": source, "title": entry.get("title"), "kind": entry.get("kind"), "hash": entry.get("hash"),
+        documents = [{"source": source, "title": entry.get("title"), "kind": entry.get("kind"),
+                      "hash": entry.get("hash"),
                       "passages": [{"id": c.chunk_id, "section": c.section, "text": c.text} for c in passages[source]]}
                      for source, entry in sorted(self.manifest.get("documents", {}).items())]
         return {"name": self.name, "directory": str(self.directory), "updated": self.manifest.get("updated"),
