@@ -57,8 +57,8 @@ def _conversation(turns: list[tuple[str, str, float]]) -> tuple[np.ndarray, np.n
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    """An index of 2 good conversations (a stereo wav with the agent on the right; two mono wavs at 16 and 44.1 kHz
-    with a voice prompt file) and 5 bad ones."""
+    """An index of 2 good conversations (a stereo wav with the agent on the right; two mono files, a wav at 16 kHz
+    and an Ogg Opus, with a voice prompt file at 22.05 kHz) and 5 bad ones."""
     folder = tmp_path_factory.mktemp("recordings")
     agent, user, call_turns = _conversation([
         ("agent", "Hello, thank you for calling the coffee shop. What can I get for you today?", 0.0),
@@ -70,14 +70,14 @@ def recordings(tmp_path_factory):
         ("user", "Do you have any muffins left?", 0.25),
         ("agent", "Yes, we have blueberry muffins.", 0.15)])
     sphn.write_wav(str(folder / "pair-agent.wav"), soxr.resample(agent2, SAMPLE_RATE, 16000)[None], 16000)
-    sphn.write_wav(str(folder / "pair-user.wav"), soxr.resample(user2, SAMPLE_RATE, 44100)[None], 44100)
+    sphn.write_opus(str(folder / "pair-user.ogg"), user2[None], SAMPLE_RATE)  # Ogg Opus: read back at 48 kHz
     voice = _speech("This is how I sound when I talk to my customers.", AGENT_VOICE)
     sphn.write_wav(str(folder / "voice.wav"), soxr.resample(voice, SAMPLE_RATE, 22050)[None], 22050)
     (folder / "garbage.wav").write_bytes(b"RIFF\x00\x00not really a wav")
     sphn.write_wav(str(folder / "silent.wav"), np.zeros((2, 2 * SAMPLE_RATE), np.float32), SAMPLE_RATE)
     entries = [
         {"id": "call", "stereo": "call.wav", "agent_channel": "right"},  # system prompt: back-annotated by the LLM
-        {"id": "pair", "agent": "pair-agent.wav", "user": "pair-user.wav", "voice_prompt": "voice.wav",
+        {"id": "pair", "agent": "pair-agent.wav", "user": "pair-user.ogg", "voice_prompt": "voice.wav",
          "system_prompt": "You are a baker.", "persona": "baker"},
         {"id": "gone", "stereo": "gone.wav", "agent_channel": 0},
         {"id": "half-gone", "agent": "pair-agent.wav", "user": "gone-user.wav"},
