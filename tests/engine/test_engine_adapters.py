@@ -258,3 +258,20 @@ def test_bad_adapters_are_refused_with_their_reason_and_the_engine_keeps_serving
     with Engine(engine_bundle, EngineConfig(max_sessions=1)) as engine:
         with pytest.raises(SessionSettingsError, match="serves no adapters"):
             engine.open_session(SessionSettings(adapter="x", **PROMPT))
+
+
+def test_an_adapter_rewritten_in_the_registry_is_served_to_new_sessions(engine_bundle, registry, tmp_path):
+    """Hot deploy: a training job writes a new version of x (here y's weights under x's name); the session
+    already on x keeps its weights, a new session gets the new ones, without restarting anything."""
+    root = tmp_path / "registry"
+    shutil.copytree(registry / "x", root / "x")
+    settings = SessionSettings(adapter="x", **PROMPT)
+    with Engine(engine_bundle, EngineConfig(max_sessions=2, adapters=_adapter_config(root))) as engine:
+        frames = {}
+        old = _live(engine, settings, [], frames)
+        shutil.rmtree(root / "x")
+        shutil.copytree(registry / "y", root / "x")  # a new version (copytree keeps y's times; its sizes differ)
+        new = _live(engine, settings, [old], frames)
+        assert new.ready and old.ended_reason is None
+        metrics = engine.metrics()["adapters"]
+        assert metrics["on_device"] == ["x", "x"] and metrics["in_use"] == {"x": 2} and metrics["host_loads"] == 2

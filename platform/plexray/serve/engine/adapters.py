@@ -22,9 +22,10 @@ import re
 import statistics
 import threading
 import time
+import typing as tp
 from pathlib import Path
 
-from plexray.serve.engine.adapter_files import ADAPTER_CONFIG, AdapterFileError, HostAdapter, read_adapter
+from plexray.serve.engine.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterFileError, HostAdapter, read_adapter
 from plexray.serve.engine.batched_lora import AdapterTables
 from plexray.serve.engine.config import AdapterServingConfig
 from plexray.serve.engine.errors import SessionSettingsError
@@ -36,6 +37,15 @@ class UnknownAdapterError(SessionSettingsError):
     """A session named an adapter the registry does not hold (or a name that cannot be one)."""
 
 
+class AdapterKey(tp.NamedTuple):
+    """One version of an adapter: its name and its files' modification times and sizes. An adapter
+    rewritten under the same name is a new key: new sessions get the new weights, sessions already on the
+    old ones keep them, and the old version ages out of host memory and the device rows."""
+
+    name: str
+    stamp: tuple[int, ...]
+
+
 class AdapterRegistry:
     """Adapters by name: `<root>/<name>/` holds peft's adapter files. Looked up at every request, so an
     adapter written there by a training job is servable at once, without redeploying anything."""
@@ -43,14 +53,21 @@ class AdapterRegistry:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def locate(self, name: str) -> Path:
+    def locate(self, name: str) -> tuple[Path, AdapterKey]:
         if not ADAPTER_NAME.fullmatch(name):
             raise UnknownAdapterError(f"adapter name {name!r}: expected letters, digits, '.', '_' or '-' "
                                       f"(at most 128, not starting with '.', '_' or '-')")
         directory = self.root / name
         if not (directory / ADAPTER_CONFIG).is_file():
             raise UnknownAdapterError(f"unknown adapter {name!r}: the registry {self.root} holds no such adapter")
-        return directory
+        stamp = []
+        for file in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+            try:
+                stat = (directory / file).stat()
+                stamp += [stat.st_mtime_ns, stat.st_size]
+            except OSError:  # no weights: the read says so, with its reason
+                stamp += [0, 0]
+        return directory, AdapterKey(name, tuple(stamp))
 
 
 @dataclasses.dataclass
@@ -74,12 +91,13 @@ class AdapterPool:
         self._tables = tables
         self._dtype = dtype
         self._lock = threading.Lock()  # guards everything below; never held during file reads or device copies
-        self._users: collections.Counter[str] = collections.Counter()  # sessions waiting for or seated on it
-        self._host: collections.OrderedDict[str, HostAdapter] = collections.OrderedDict()  # least recent first
-        self._loading: dict[str, concurrent.futures.Future] = {}
-        self._failed: dict[str, str] = {}  # name -> why its last read failed (cleared by the next request)
-        self._rows: collections.OrderedDict[str, int] = collections.OrderedDict()  # on the device, least recent first
-        self._row_users: collections.Counter[str] = collections.Counter()  # seated sessions per adapter
+        # All by AdapterKey (an adapter's name and version):
+        self._users: collections.Counter[AdapterKey] = collections.Counter()  # sessions waiting for or seated on it
+        self._host: collections.OrderedDict[AdapterKey, HostAdapter] = collections.OrderedDict()  # least recent first
+        self._loading: dict[AdapterKey, concurrent.futures.Future] = {}
+        self._failed: dict[AdapterKey, str] = {}  # why its last read failed (cleared by the next request)
+        self._rows: collections.OrderedDict[AdapterKey, int] = collections.OrderedDict()  # least recent first
+        self._row_users: collections.Counter[AdapterKey] = collections.Counter()  # seated sessions per adapter
         self._free_rows = list(range(tables.rows - 1, 0, -1))  # row 0 is "no adapter"
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="plexray-adapter-loader")
         self.counters = AdapterCounters()
@@ -88,40 +106,44 @@ class AdapterPool:
         self._loader.shutdown(wait=True, cancel_futures=True)
 
     # ----- any thread ------------------------------------------------------------------------
-    def want(self, name: str) -> concurrent.futures.Future:
-        """A session needs `name` (until `unwant`): as `prepare`, and kept in host memory meanwhile."""
-        return self.prepare(name, wanted=True)
+    def want(self, name: str) -> AdapterKey:
+        """A session needs adapter `name` (until `unwant` of the key returned): as `prepare`, and its
+        current version is kept in host memory meanwhile."""
+        return self._request(name, wanted=True)[0]
 
-    def prepare(self, name: str, wanted: bool = False) -> concurrent.futures.Future:
-        """UnknownAdapterError at once if the registry has no adapter `name`; else it is read in the
-        background if it is not in host memory. The future completes when it is there (or raises
-        AdapterFileError: corrupt, truncated, made for another base)."""
-        directory = self.registry.locate(name)
+    def prepare(self, name: str) -> concurrent.futures.Future:
+        """UnknownAdapterError at once if the registry has no adapter `name`; else its current version is
+        read in the background if it is not in host memory. The future completes when it is there (or
+        raises AdapterFileError: corrupt, truncated, made for another base)."""
+        return self._request(name, wanted=False)[1]
+
+    def _request(self, name: str, wanted: bool) -> tuple[AdapterKey, concurrent.futures.Future]:
+        directory, key = self.registry.locate(name)
         with self._lock:
             if wanted:
-                self._users[name] += 1
-            self._failed.pop(name, None)  # a new request tries again (the file may have been fixed)
-            if name in self._host:
-                self._host.move_to_end(name)
+                self._users[key] += 1
+            self._failed.pop(key, None)  # a new request tries again (the file may have been fixed)
+            if key in self._host:
+                self._host.move_to_end(key)
                 done = concurrent.futures.Future()
-                done.set_result(self._host[name])
-                return done
-            if name not in self._loading:
-                self._loading[name] = self._loader.submit(self._read, name, directory)
-            return self._loading[name]
+                done.set_result(self._host[key])
+                return key, done
+            if key not in self._loading:
+                self._loading[key] = self._loader.submit(self._read, key, directory)
+            return key, self._loading[key]
 
-    def unwant(self, name: str) -> None:
+    def unwant(self, name: AdapterKey) -> None:
         with self._lock:
             self._users[name] -= 1
             if self._users[name] <= 0:
                 del self._users[name]
 
-    def failure(self, name: str) -> str | None:
+    def failure(self, name: AdapterKey) -> str | None:
         """Why the adapter could not be read (None: it is being read or was read)."""
         with self._lock:
             return self._failed.get(name)
 
-    def can_seat(self, name: str) -> bool:
+    def can_seat(self, name: AdapterKey) -> bool:
         """Whether acquire_row(name) would give a row now (read, and a row holds it or can be had)."""
         with self._lock:
             if name in self._rows:
@@ -131,9 +153,14 @@ class AdapterPool:
     def snapshot(self) -> dict:
         with self._lock:
             counters = self.counters
+            in_use = collections.Counter()
+            for key, count in self._row_users.items():
+                in_use[key.name] += count
             return {
-                "on_device": list(self._rows), "in_host": list(self._host), "loading": sorted(self._loading),
-                "in_use": dict(self._row_users), "max_on_device": self._tables.rows - 1,
+                "on_device": [key.name for key in self._rows], "in_host": [key.name for key in self._host],
+                "loading": sorted(key.name for key in self._loading),
+                "in_use": dict(in_use),  # seated sessions per adapter name (all its versions)
+                "max_on_device": self._tables.rows - 1,
                 "max_in_host": self.config.max_in_host,
                 "device_hits": counters.device_hits, "device_loads": counters.device_loads,
                 "host_loads": counters.host_loads, "load_failures": counters.load_failures,
@@ -143,7 +170,7 @@ class AdapterPool:
             }
 
     # ----- tick thread -----------------------------------------------------------------------
-    def acquire_row(self, name: str) -> int | None:
+    def acquire_row(self, name: AdapterKey) -> int | None:
         """The device row holding `name` for one more seated session, copied in if need be; None while
         it is still being read, or every row is in use by other adapters (the session waits)."""
         with self._lock:
@@ -167,7 +194,7 @@ class AdapterPool:
             self.counters.device_load_ms.append((time.perf_counter() - started) * 1000)
         return row
 
-    def release_row(self, name: str) -> None:
+    def release_row(self, name: AdapterKey) -> None:
         """A seated session on `name` ended; its row stays loaded (least recently used goes first)."""
         with self._lock:
             self._row_users[name] -= 1
@@ -185,10 +212,10 @@ class AdapterPool:
         return self._rows.pop(idle)
 
     # ----- loader thread ---------------------------------------------------------------------
-    def _read(self, name: str, directory: Path) -> HostAdapter:
+    def _read(self, name: AdapterKey, directory: Path) -> HostAdapter:
         started = time.perf_counter()
         try:
-            adapter = read_adapter(name, directory, self._tables.shapes(), self._tables.max_rank, self._dtype)
+            adapter = read_adapter(name.name, directory, self._tables.shapes(), self._tables.max_rank, self._dtype)
         except Exception as exc:  # AdapterFileError, or whatever else reading it raised: the sessions must hear
             with self._lock:
                 del self._loading[name]

@@ -39,7 +39,7 @@ from plexray.errors import PlexrayError
 from plexray.model.architectures import NUM_AUDIO_CODEBOOKS, TEXT_END_OF_PADDING_ID, TEXT_PADDING_ID
 from plexray.model.loader import ModelBundle
 from plexray.model.prompt import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
-from plexray.serve.engine.adapters import AdapterPool
+from plexray.serve.engine.adapters import AdapterKey, AdapterPool
 from plexray.serve.engine.batched_lm import BatchedLM, Forced, TextBiases
 from plexray.serve.engine.batched_lora import AdapterTables
 from plexray.serve.engine.codec import BatchedMimi
@@ -61,7 +61,7 @@ class Slot:
     plan: PromptPlan
     phase: str
     admitted: int  # admission order: prefill is first come, first served
-    adapter: str | None = None  # the LoRA adapter it runs on (its device row is in AdapterTables.slot_rows)
+    adapter: AdapterKey | None = None  # the LoRA adapter it runs on (its device row is in AdapterTables.slot_rows)
     position: int = 0  # transformer positions done (mirror of BatchedLM.positions, no device sync)
     prefilled: int = 0
     live_frames: int = 0
@@ -92,8 +92,9 @@ class Engine:
         self._mimi = BatchedMimi(bundle.mimi, batch)
         self._device = bundle.lm.device
         self._slots: list[Slot | None] = [None] * batch
-        # Sessions waiting for a slot, oldest first; only the tick thread takes from it while run() goes.
-        self._pending: collections.deque[tuple[Session, PromptLayout]] = collections.deque()
+        # Sessions waiting for a slot (with the adapter version each one needs), oldest first; only the
+        # tick thread takes from it while run() goes.
+        self._pending: collections.deque[tuple[Session, PromptLayout, AdapterKey | None]] = collections.deque()
         self._lock = threading.Lock()  # guards _pending, _slots membership, _failure and the counters below
         self._ids = itertools.count(1)
         self._admissions = itertools.count()
@@ -154,19 +155,20 @@ class Engine:
         if layout.num_frames + 1 >= self._lm.context:
             raise SessionSettingsError(f"prompt of {layout.num_frames} frames leaves no room in the LM context of "
                                        f"{self._lm.context} frames")
+        adapter = None
         if settings.adapter is not None:
             self._serves_adapters(settings.adapter)
-            self._adapters.want(settings.adapter)  # from here on kept in host memory, until the session ends
+            adapter = self._adapters.want(settings.adapter)  # its current version, kept in host memory from now
         try:
             with self._lock:  # re-check: another caller may have taken the last slot, or the engine failed, meanwhile
                 self._check_room()
                 session = Session(next(self._ids), settings, self.config.output_buffer_frames,
                                   self.config.input_buffer_frames)
-                self._pending.append((session, layout))
+                self._pending.append((session, layout, adapter))
                 self._metrics.sessions_opened += 1
         except Exception:
-            if settings.adapter is not None:
-                self._adapters.unwant(settings.adapter)
+            if adapter is not None:
+                self._adapters.unwant(adapter)
             raise
         return session
 
@@ -327,9 +329,8 @@ class Engine:
                     return
             # Outside the lock, so open_session never waits for device work; the session stays in
             # the line until it is seated, so the capacity check counts it all along.
-            session, layout = entry
+            session, layout, adapter = entry
             plan = self._planner.embed(layout)
-            adapter = session.settings.adapter
             row = self._adapters.acquire_row(adapter) if adapter is not None else 0
             assert row is not None, "_next_to_seat chose a session whose adapter can have no row"
             with self._lock:
@@ -342,12 +343,11 @@ class Engine:
             if self._tables is not None:
                 self._tables.slot_rows.rows[index] = row
 
-    def _next_to_seat(self) -> tuple[Session, PromptLayout] | None:
+    def _next_to_seat(self) -> tuple[Session, PromptLayout, AdapterKey | None] | None:
         """The oldest waiting session that can be seated now (the caller holds self._lock). Sessions that
         closed while waiting, or whose adapter could not be read, leave the line on the way."""
         for entry in list(self._pending):
-            session, _ = entry
-            adapter = session.settings.adapter
+            session, _, adapter = entry
             if session._wants_close:  # closed before it ever got a slot
                 reason, detail = "closed", None
             elif adapter is not None and (detail := self._adapters.failure(adapter)) is not None:
@@ -472,7 +472,7 @@ class Engine:
         which runs before `_admit`, so a caller who reconnects at once is seated at that same tick.
         """
         seated = sum(slot is not None and not slot.session._wants_close for slot in self._slots)
-        return seated + sum(not session._wants_close for session, _ in self._pending)
+        return seated + sum(not session._wants_close for session, _, _ in self._pending)
 
     def _check_open(self) -> None:
         """Raise EngineUnavailableError once the engine failed or was closed (the caller holds self._lock)."""
@@ -498,9 +498,9 @@ class Engine:
         with self._lock:
             pending = list(self._pending)
             self._pending.clear()
-        for session, _ in pending:
-            if session.settings.adapter is not None:
-                self._adapters.unwant(session.settings.adapter)
+        for session, _, adapter in pending:
+            if adapter is not None:
+                self._adapters.unwant(adapter)
             session._end(reason)
         for index, slot in enumerate(self._slots):
             if slot is not None:
