@@ -29,6 +29,8 @@ Behaviour at the edges:
   seed, frame position, stream and token id). Engines of different capacity may differ where float
   rounding of differently blocked kernels flips a near-tied code.
 - Text: each SessionOutput carries the text token of the same 80 ms column as its audio.
+- LoRA adapters (EngineConfig.adapters, SessionSettings.adapter): each session may run on its own adapter
+  from a registry directory, all in the same batched step (batched_lora.py, adapters.py, docs/adapters.md).
 """
 
 from plexray.serve.engine.config import EngineConfig, SessionSettings
