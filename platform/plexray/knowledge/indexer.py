@@ -123,7 +123,7 @@ def process_with_ray(sources: list[str], known_hashes: dict[str, str], config: K
                                   override_num_blocks=max(1, min(len(sources), workers * 4)))
     dataset = dataset.map(process_document, fn_kwargs={"known_hashes": known_hashes, "config": config,
                                                        "dense_enabled": dense_enabled},
-                          concurrency=workers, num_cpus=1)
+                          compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     return dataset.take_all()
 
 
