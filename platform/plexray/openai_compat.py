@@ -14,7 +14,9 @@ import time
 import typing as tp
 
 import httpx
+import pydantic
 
+from plexray.config import StrictModel
 from plexray.errors import PlexrayError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -26,11 +28,17 @@ _SEMAPHORES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _SEMAPHORES_LOCK = threading.Lock()
 
 
-class EndpointSettings(tp.Protocol):
-    max_retries: int
-    backoff_s: float
-    max_concurrency: int
-    timeout_s: float
+class EndpointConfig(StrictModel):
+    """How plexray talks to one OpenAI-compatible endpoint. Each use (dialogue LLM, judge, embeddings, speech)
+    is a subclass that names its endpoint (`base_url`, `api_key_env`: defaults and descriptions of its own)
+    and adds its request fields."""
+
+    base_url: str | None = pydantic.Field(None, description="e.g. http://host:8000/v1")
+    api_key_env: str = pydantic.Field(description="environment variable holding the key")
+    timeout_s: float = pydantic.Field(60.0, gt=0)
+    max_retries: int = pydantic.Field(4, ge=0)
+    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
+    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
 
 
 def _semaphore(base_url: str, limit: int) -> threading.BoundedSemaphore:
@@ -46,7 +54,7 @@ def _client() -> httpx.Client:
     return httpx.Client()
 
 
-def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
+def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointConfig,
          parse: tp.Callable[[httpx.Response], T], error: type[PlexrayError]) -> T:
     """`parse(response)` of `POST {base_url}{path}` answered 200; raises `error` naming the endpoint after the last try."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -72,7 +80,7 @@ def post(base_url: str, path: str, body: dict, api_key: str, settings: EndpointS
     raise error(f"{base_url}: gave up after {settings.max_retries + 1} attempts; last: {problem}")
 
 
-def post_json(base_url: str, path: str, body: dict, api_key: str, settings: EndpointSettings,
+def post_json(base_url: str, path: str, body: dict, api_key: str, settings: EndpointConfig,
               parse: tp.Callable[[tp.Any], T], error: type[PlexrayError]) -> T:
     """`parse(reply JSON)` of `POST {base_url}{path}`: `post` for the endpoints that answer JSON."""
     return post(base_url, path, body, api_key, settings, lambda response: parse(response.json()), error)

@@ -7,6 +7,7 @@ import typing as tp
 import pydantic
 
 from plexray.config import StrictModel
+from plexray.openai_compat import EndpointConfig
 from plexray.data.ingest.config import IngestConfig
 
 AlignmentName = tp.Literal["word", "onset", "uniform"]
@@ -24,7 +25,7 @@ class LibraryConfig(StrictModel):
     scenarios: list[str] = pydantic.Field(default_factory=list, description="scenario ids to use; empty: all")
 
 
-class LLMConfig(StrictModel):
+class LLMConfig(EndpointConfig):
     """An OpenAI-compatible chat-completions endpoint (vLLM, gpt-oss-120b, ...)."""
 
     base_url: str | None = pydantic.Field(
@@ -34,9 +35,6 @@ class LLMConfig(StrictModel):
     temperature: float = pydantic.Field(0.8, ge=0.0, le=2.0)
     max_tokens: int = pydantic.Field(2048, ge=16)
     timeout_s: float = pydantic.Field(120.0, gt=0)
-    max_retries: int = pydantic.Field(4, ge=0)
-    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
-    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
 
 
 class DialogueConfig(StrictModel):
@@ -65,7 +63,7 @@ class TimingConfig(StrictModel):
 TTSBackend = tp.Literal["espeak", "endpoint"]
 
 
-class SpeechEndpointConfig(StrictModel):
+class SpeechEndpointConfig(EndpointConfig):
     """An OpenAI-compatible speech endpoint: POST {base_url}/audio/speech (vLLM, Kokoro-FastAPI, OpenAI)."""
 
     model_config = pydantic.ConfigDict(frozen=True)  # hashable: it keys the cache of spoken texts (tts.py)
@@ -78,10 +76,6 @@ class SpeechEndpointConfig(StrictModel):
         "wav", description="wav: PCM WAV at any rate; pcm: raw 16-bit little-endian mono at pcm_sample_rate")
     pcm_sample_rate: int = pydantic.Field(
         24000, gt=0, description="rate of raw pcm answers (OpenAI and Kokoro-FastAPI: 24000)")
-    timeout_s: float = pydantic.Field(60.0, gt=0)
-    max_retries: int = pydantic.Field(4, ge=0)
-    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
-    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
 
 
 class SpeakerTTSConfig(StrictModel):

@@ -8,11 +8,12 @@ import typing as tp
 import pydantic
 
 from plexray.config import StrictModel
+from plexray.openai_compat import EndpointConfig
 
 RetrievalMode = tp.Literal["lexical", "dense"]
 
 
-class EmbeddingsConfig(StrictModel):
+class EmbeddingsConfig(EndpointConfig):
     """An OpenAI-compatible embeddings endpoint (vLLM, TEI, OpenAI, ...): only needed for dense retrieval."""
 
     base_url: str | None = pydantic.Field(
@@ -20,10 +21,6 @@ class EmbeddingsConfig(StrictModel):
     api_key_env: str = pydantic.Field("PLEXRAY_EMBEDDINGS_API_KEY", description="environment variable holding the key")
     model: str = "text-embedding-3-small"
     batch_size: int = pydantic.Field(64, ge=1, description="texts per request")
-    timeout_s: float = pydantic.Field(60.0, gt=0)
-    max_retries: int = pydantic.Field(4, ge=0)
-    backoff_s: float = pydantic.Field(1.0, ge=0, description="first retry delay; doubles per retry")
-    max_concurrency: int = pydantic.Field(4, ge=1, description="requests in flight at once per process")
 
 
 class ChunkingConfig(StrictModel):
