@@ -92,3 +92,23 @@ def test_audio_that_is_not_the_text_gets_every_word_interpolated(aligner):
 def test_bad_audio_is_refused(aligner):
     with pytest.raises(SpeechError, match="empty"):
         aligner.align(np.zeros(0, np.float32), RATE, ["hello"])
+
+
+def test_an_utterance_gets_the_same_word_times_whatever_was_aligned_before():
+    """The decoder's feature front end kept state between utterances: the same sentence moved by 10-20 ms
+    with what one aligner had aligned before (a data pipeline worker aligns many turns in turn)."""
+    from plexray.audio.espeak import EspeakVoice, synthesize
+
+    def clip(text, variant):
+        words = split_words(text)
+        return synthesize(" ".join(words), EspeakVoice("en-us", variant)), words
+
+    sentence = clip(SENTENCES[1], "f3")
+    alone = PocketSphinxAligner().align(sentence[0], RATE, sentence[1])
+    busy = PocketSphinxAligner()
+    for text, variant in zip(SENTENCES[2:], ["m3", "f2", "m7", "f5"]):
+        samples, words = clip(text, variant)
+        busy.align(samples, RATE, words)
+    after = busy.align(sentence[0], RATE, sentence[1])
+    assert alone.interpolated == after.interpolated == ()
+    assert [(w.start_s, w.end_s) for w in after.words] == [(w.start_s, w.end_s) for w in alone.words]
