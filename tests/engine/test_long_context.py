@@ -110,8 +110,10 @@ def test_a_long_call_ends_only_by_the_client_and_does_not_disturb_others(toy_bun
     just started; the long call ends only when its client closes it, and no state grew. (Real
     ages, 1 to 30 minutes at the real context, are run by bench/long_calls.py.)
     """
-    long_settings = SessionSettings(text_prompt="You are patient.", voice="NATF0", **GREEDY)
-    late_settings = SessionSettings(text_prompt="You sell tea.", voice="NATF0", text_seed=3, audio_seed=4)
+    # Text prompts only: the toy checkpoint's voice sample (16 s, past Mimi's 10 s window for the NVIDIA
+    # goldens) is longer than this test's 100-frame context.
+    long_settings = SessionSettings(text_prompt="You are patient.", voice=None, **GREEDY)
+    late_settings = SessionSettings(text_prompt="You sell tea.", voice=None, text_seed=3, audio_seed=4)
     late_audio = user_audio(seed=5, frames=40)
 
     with Engine(toy_bundle, EngineConfig(max_sessions=2, max_session_s=3600, idle_timeout_s=3600)) as engine:
