@@ -25,7 +25,8 @@ import time
 import typing as tp
 from pathlib import Path
 
-from plexray.serve.engine.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterFileError, HostAdapter, read_adapter
+from plexray.serve.engine.adapter_files import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterFileError, HostAdapter,
+                                                read_adapter)
 from plexray.serve.engine.batched_lora import AdapterTables
 from plexray.serve.engine.config import AdapterServingConfig
 from plexray.serve.engine.errors import SessionSettingsError
@@ -165,7 +166,8 @@ class AdapterPool:
                 "device_hits": counters.device_hits, "device_loads": counters.device_loads,
                 "host_loads": counters.host_loads, "load_failures": counters.load_failures,
                 "device_evictions": counters.device_evictions, "host_evictions": counters.host_evictions,
-                "host_load_ms_p50": _median(counters.host_load_ms), "device_load_ms_p50": _median(counters.device_load_ms),
+                "host_load_ms_p50": _median(counters.host_load_ms),
+                "device_load_ms_p50": _median(counters.device_load_ms),
                 "host_bytes": sum(adapter.nbytes for adapter in self._host.values()),
             }
 
