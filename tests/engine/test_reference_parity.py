@@ -113,8 +113,12 @@ def test_mimi_encodes_as_nvidia(bundles, golden, user_pcm, audio, threads):
                     golden.arrays[f"{audio}_margins"]).check(MIN_DECISIVE_CODES)
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
-@pytest.mark.parametrize("source", ["wav", "pt"])
+# Every voice source alone and batched on one thread, and the hardest case (a batch) on two: 523 steps each
+# (the 16 s voice's prompt and 22 s of user audio), so the whole matrix on both thread counts cost a minute.
+@pytest.mark.parametrize("source, batched, threads", [("wav", False, 1), ("wav", True, 1), ("pt", False, 1),
+                                                      ("pt", True, 1), ("wav", True, 2)],
+                         ids=["wav-alone", "wav-batched", "pt-alone", "pt-batched", "wav-batched-2-threads"],
+                         indirect=["threads"])
 def test_engine_follows_nvidias_inference(bundles, golden, user_pcm, source, batched, threads):
     with Engine(bundles[source], EngineConfig(max_sessions=3 if batched else 1)) as engine:
         trace = nvidia_path_session(engine, golden, source, user_pcm, NEIGHBOURS if batched else [])
