@@ -3,10 +3,9 @@
 The figure is the fraction of script words forced alignment placed in the audio (`speech/align.py`);
 the others were interpolated. It costs nothing (every utterance is aligned anyway) and it separates
 well: on whole-sentence espeak-ng speech 67-100% of a conversation's words are placed (40 demo-library
-conversations) (the aligner
-fails a whole turn about 1 time in 8, and leaves out words not in its dictionary), while audio that
-does not say its script (another text, noise, speech cut short) fails its alignment, so nearly none
-are. The embedded ASR's word-error rate (`speech/asr.py`) was the other candidate: it gets a third to
+conversations; the aligner fails a whole turn about 1 time in 8, and leaves out words not in its
+dictionary), while audio that does not say its script (another text, noise, speech cut short) fails
+its alignment, so nearly none are. The embedded ASR's word-error rate (`speech/asr.py`) was the other candidate: it gets a third to
 a half of good espeak-ng words wrong and costs 1-2 s of CPU per second of speech, so it neither
 separates good from bad audio nor fits in the pipeline's budget.
 """
