@@ -63,7 +63,9 @@ def annotate_file(source: Path, target: Path, config: LLMConfig) -> dict:
     with concurrent.futures.ThreadPoolExecutor(config.max_concurrency) as pool:
         futures = [pool.submit(annotate_one, client, conversation) for conversation in conversations]
         with target.open("w") as out, rejects_path.open("w") as rejects:
-            for conversation, future in tqdm(zip(conversations, futures), total=len(futures), desc="annotate"):
+            # disable=None: a bar on a terminal only (bars redrawn with carriage returns run together in a log)
+            for conversation, future in tqdm(zip(conversations, futures), total=len(futures), desc="annotate",
+                                             disable=None):
                 try:
                     out.write(json.dumps({**conversation, "system_prompt": future.result()}) + "\n")
                     annotated += 1

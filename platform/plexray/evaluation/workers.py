@@ -174,7 +174,9 @@ def run_checkpoint(config: "PlexrayConfig", ref: str, conversations: list[dict],
         chunks = [ordered[start:start + size] for start in range(0, len(ordered), size)]
         in_flight: dict = {}
         idle = list(workers)
-        with tqdm(total=len(conversations), desc=f"evaluate {label or ref}", unit="conversation") as progress:
+        # disable=None: a bar on a terminal only (redrawn with carriage returns, bars run together in a log file)
+        with tqdm(total=len(conversations), desc=f"evaluate {label or ref}", unit="conversation",
+                  disable=None) as progress:
             while chunks or in_flight:
                 while chunks and idle:
                     worker, chunk = idle.pop(), chunks.pop(0)

@@ -46,7 +46,8 @@ def evaluate_checkpoint(config: PlexrayConfig, checkpoint_dir: Path | None, data
     frames = data.window_frames(train.max_frames, base)  # the training loop's windows
     batches = (data.collate(rows_, frames, train.loss.mask_prompt)
                for rows_ in chosen.iter_batches(batch_size=train.batch_size, batch_format="numpy"))
-    progress = tqdm(batches, total=-(-rows // train.batch_size), desc="evaluate", unit="batch")
+    # disable=None: a bar on a terminal only (redrawn with carriage returns, bars run together in a log file)
+    progress = tqdm(batches, total=-(-rows // train.batch_size), desc="evaluate", unit="batch", disable=None)
     metrics = evaluate(model.to(device), progress, setup, device).metrics()
     return {"checkpoint": str(checkpoint_dir) if checkpoint_dir else config.model.checkpoint,
             "dataset": str(dataset), "split": split, "conversations": rows, **metrics}
