@@ -45,7 +45,6 @@ USER_LINES = [
     "Actually, can you make it extra hot? And how much is that?",
 ]
 LISTEN_AFTER_LINE_S = 1.5  # the user stays silent this long after each line, so the agent can answer
-DEMO_STARTUP_CONCURRENCY = ("RAY_worker_maximum_startup_concurrency", "8")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +77,7 @@ def run_demo(config, workdir: Path, keep_serving: bool = False) -> dict:
         # Ray's worker pool warns at every few multiples of how many workers may start at once (by default
         # the machine's cores: 2 here), which the demo's data, training, serving and evaluation steps pass on
         # purpose (~20 workers); 8 at once moves the warning past them.
-        os.environ.setdefault(DEMO_STARTUP_CONCURRENCY[0], DEMO_STARTUP_CONCURRENCY[1])
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "8")
         # log_to_driver=False: the workers' output stays in Ray's session logs (linked under logs/).
         context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", num_cpus=4,
                            log_to_driver=False)
