@@ -22,6 +22,7 @@ import sphn
 from plexray.evaluation import report as reporting
 from plexray.evaluation.testset import build_test_set, load_test_set, read_user_audio
 from plexray.evaluation.workers import EvaluationError, run_checkpoint
+from plexray.model import reference
 from plexray.model.prompt import SAMPLE_RATE
 
 if tp.TYPE_CHECKING:
@@ -79,7 +80,7 @@ def check_request(config: "PlexrayConfig", checkpoints: dict[str, str], output_d
         if not label or "/" in label or label in (TEST_SET_DIR, reporting.PLOTS_DIR):
             raise EvaluationError(f"checkpoint label {label!r}: must be a plain name other than "
                                   f"{TEST_SET_DIR!r} and {reporting.PLOTS_DIR!r}")
-        if ref != "demo" and not ref.startswith("hf://") and not Path(ref).is_dir():
+        if ref != reference.DEMO_REF and not ref.startswith("hf://") and not Path(ref).is_dir():
             raise EvaluationError(f"checkpoint {ref}: no such directory (a checkpoint is a directory, 'demo' "
                                   "or hf://REPO)")
     output_dir = Path(output_dir)
